@@ -1,0 +1,1 @@
+"""Small shared helpers: config validation errors, random generators, run files."""
