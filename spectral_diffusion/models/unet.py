@@ -1,0 +1,279 @@
+"""The DDPM / improved-DDPM UNet denoiser in pixel space, and its tiny variant for smoke runs.
+A plain network ``f(x, noise_level) -> prediction``; what the prediction means is the loss's affair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from spectral_diffusion.models.layers import (
+    AttentionBlock,
+    Downsample,
+    ResBlock,
+    TimestepEmbedding,
+    Upsample,
+)
+from spectral_diffusion.utils.validation import ConfigError, check_positive
+
+
+def _positive_int(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r} is invalid; it must be a positive integer")
+    return value
+
+
+def _positive_int_tuple(
+    key: str, values: Sequence[object], *, allow_empty: bool
+) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        # OmegaConf ListConfig is a Sequence, so YAML lists pass this check.
+        raise ConfigError(f"{key}={values!r} is invalid; it must be a list of positive integers")
+    if not values and not allow_empty:
+        raise ConfigError(f"{key}=[] is invalid; it must be a non-empty list of positive integers")
+    return tuple(_positive_int(f"{key}[{index}]", value) for index, value in enumerate(values))
+
+
+class ResAttentionBlock(nn.Module):
+    """A ResBlock, followed by self-attention at the resolutions where the UNet asks for it."""
+
+    def __init__(self, res_block: ResBlock, attention: AttentionBlock | None):
+        super().__init__()
+        self.res_block = res_block
+        self.attention = attention
+
+    def forward(self, x: Tensor, time_embedding: Tensor) -> Tensor:
+        h = self.res_block(x, time_embedding)
+        return h if self.attention is None else self.attention(h)
+
+
+class UNetLevel(nn.Module):
+    """The blocks of one resolution of the down or up path, and the resampling that ends it."""
+
+    def __init__(self, blocks: list[ResAttentionBlock], resample: nn.Module | None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.resample = resample
+
+
+class UNet(nn.Module):
+    """DDPM UNet (Ho et al. 2020, appendix B) in the improved-DDPM layout (Nichol & Dhariwal 2021).
+
+    conv in -> down path (``num_res_blocks`` ResBlocks per level, each output kept as a skip, a
+    strided-conv downsampling between levels) -> middle (ResBlock, attention, ResBlock) -> up path
+    (``num_res_blocks + 1`` ResBlocks per level, each fed the concatenation with one skip,
+    nearest + conv upsampling) -> GroupNorm, SiLU, conv out. The output conv starts at zero so the
+    untrained network predicts zeros.
+
+    Args:
+        in_channels: image channels.
+        out_channels: predicted channels; ``None`` means ``in_channels``.
+        image_size: side of the square input in pixels; it must be divisible by
+            ``2 ** (len(channel_mults) - 1)``.
+        base_channels: channels of the first level; level ``i`` has
+            ``base_channels * channel_mults[i]``. The time embedding has ``4 * base_channels``.
+        channel_mults: channel multiplier per level; one downsampling between consecutive levels.
+        num_res_blocks: ResBlocks per level of the down path.
+        attention_resolutions: resolutions, in pixels, whose levels get self-attention after
+            every ResBlock (e.g. ``(8,)`` for the 8x8 level of a 16x16 input).
+        mid_attention: whether the middle block has attention between its two ResBlocks.
+        num_heads: attention heads; must divide the channels of every attention block.
+        dropout: dropout probability inside every ResBlock, in [0, 1).
+        groups: GroupNorm groups; must divide every channel count.
+        use_scale_shift_norm: FiLM conditioning of the ResBlocks instead of an additive embedding.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        image_size: int = 16,
+        base_channels: int = 32,
+        channel_mults: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (8,),
+        mid_attention: bool = True,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        groups: int = 8,
+        use_scale_shift_norm: bool = False,
+    ):
+        super().__init__()
+        in_channels = _positive_int("model.in_channels", in_channels)
+        if out_channels is None:
+            out_channels = in_channels
+        out_channels = _positive_int("model.out_channels", out_channels)
+        image_size = _positive_int("model.image_size", image_size)
+        base_channels = _positive_int("model.base_channels", base_channels)
+        channel_mults = _positive_int_tuple(
+            "model.channel_mults", channel_mults, allow_empty=False
+        )
+        num_res_blocks = _positive_int("model.num_res_blocks", num_res_blocks)
+        attention_resolutions = _positive_int_tuple(
+            "model.attention_resolutions", attention_resolutions, allow_empty=True
+        )
+        num_heads = _positive_int("model.num_heads", num_heads)
+        groups = _positive_int("model.groups", groups)
+        check_positive("model.dropout", dropout, strict=False)
+        if dropout >= 1:
+            raise ConfigError(f"model.dropout={dropout!r} is invalid; it must lie in [0, 1)")
+
+        num_downsamplings = len(channel_mults) - 1
+        factor = 2**num_downsamplings
+        if image_size % factor:
+            raise ConfigError(
+                f"model.image_size={image_size} is invalid for {num_downsamplings} downsamplings "
+                f"(len(model.channel_mults)={len(channel_mults)}); "
+                f"it must be a multiple of {factor}"
+            )
+        resolutions = [image_size // 2**level for level in range(len(channel_mults))]
+        unknown = sorted(set(attention_resolutions) - set(resolutions))
+        if unknown:
+            raise ConfigError(
+                f"model.attention_resolutions={list(attention_resolutions)} contains {unknown}, "
+                f"which no level has; the resolutions of this UNet are {resolutions}"
+            )
+        level_channels = [base_channels * mult for mult in channel_mults]
+        time_embed_dim = 4 * base_channels
+        bad_counts = sorted({channels for channels in level_channels if channels % groups})
+        if bad_counts:
+            raise ConfigError(
+                f"model.groups={groups} must divide every channel count, but does not divide "
+                f"{bad_counts} (level channels model.base_channels * model.channel_mults "
+                f"= {level_channels})"
+            )
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.image_size = image_size
+
+        def make_block(block_in: int, block_out: int, attention: bool) -> ResAttentionBlock:
+            res_block = ResBlock(
+                block_in,
+                block_out,
+                time_embed_dim,
+                dropout=dropout,
+                groups=groups,
+                use_scale_shift_norm=use_scale_shift_norm,
+            )
+            if not attention:
+                return ResAttentionBlock(res_block, None)
+            attention_block = AttentionBlock(block_out, num_heads=num_heads, groups=groups)
+            return ResAttentionBlock(res_block, attention_block)
+
+        self.time_embedding = TimestepEmbedding(base_channels, time_embed_dim)
+        self.conv_in = nn.Conv2d(in_channels, base_channels, kernel_size=3, padding=1)
+
+        skip_channels = [base_channels]
+        channels = base_channels
+        self.down_levels = nn.ModuleList()
+        for level, (level_out, resolution) in enumerate(zip(level_channels, resolutions)):
+            blocks = []
+            for _ in range(num_res_blocks):
+                blocks.append(make_block(channels, level_out, resolution in attention_resolutions))
+                channels = level_out
+                skip_channels.append(channels)
+            downsample = None
+            if level < num_downsamplings:
+                downsample = Downsample(channels)
+                skip_channels.append(channels)
+            self.down_levels.append(UNetLevel(blocks, downsample))
+
+        self.middle = nn.ModuleList(
+            [
+                make_block(channels, channels, mid_attention),
+                make_block(channels, channels, False),
+            ]
+        )
+
+        self.up_levels = nn.ModuleList()
+        for level in reversed(range(len(channel_mults))):
+            level_out, resolution = level_channels[level], resolutions[level]
+            blocks = []
+            for _ in range(num_res_blocks + 1):
+                block_in = channels + skip_channels.pop()
+                blocks.append(make_block(block_in, level_out, resolution in attention_resolutions))
+                channels = level_out
+            upsample = Upsample(channels) if level > 0 else None
+            self.up_levels.append(UNetLevel(blocks, upsample))
+
+        self.out = nn.Sequential(
+            nn.GroupNorm(groups, channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, out_channels, kernel_size=3, padding=1),
+        )
+        # Zero output conv (improved DDPM): training starts from the zero prediction.
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
+        """``x``: (B, in_channels, image_size, image_size); ``noise_level``: (B,) or a scalar,
+        roughly in [0, 1000]. Returns (B, out_channels, image_size, image_size)."""
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"UNet expects input of shape (B, {', '.join(map(str, expected))}), "
+                             f"got {tuple(x.shape)}")
+        noise_level = torch.as_tensor(noise_level, device=x.device)
+        if noise_level.ndim == 0:
+            noise_level = noise_level.expand(x.shape[0])
+        if noise_level.shape != (x.shape[0],):
+            raise ValueError(
+                f"noise_level must have shape ({x.shape[0]},) or be a scalar, "
+                f"got {tuple(noise_level.shape)}"
+            )
+
+        time_embedding = self.time_embedding(noise_level)
+        h = self.conv_in(x)
+        skips = [h]
+        for level in self.down_levels:
+            for block in level.blocks:
+                h = block(h, time_embedding)
+                skips.append(h)
+            if level.resample is not None:
+                h = level.resample(h)
+                skips.append(h)
+        for block in self.middle:
+            h = block(h, time_embedding)
+        for level in self.up_levels:
+            for block in level.blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), time_embedding)
+            if level.resample is not None:
+                h = level.resample(h)
+        return self.out(h)
+
+
+class UNetTiny(UNet):
+    """The same UNet with small defaults (two levels, one ResBlock each, no attention) for tests and
+    smoke runs."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        image_size: int = 16,
+        base_channels: int = 16,
+        channel_mults: Sequence[int] = (1, 2),
+        num_res_blocks: int = 1,
+        attention_resolutions: Sequence[int] = (),
+        mid_attention: bool = False,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        groups: int = 8,
+        use_scale_shift_norm: bool = False,
+    ):
+        super().__init__(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            image_size=image_size,
+            base_channels=base_channels,
+            channel_mults=channel_mults,
+            num_res_blocks=num_res_blocks,
+            attention_resolutions=attention_resolutions,
+            mid_attention=mid_attention,
+            num_heads=num_heads,
+            dropout=dropout,
+            groups=groups,
+            use_scale_shift_norm=use_scale_shift_norm,
+        )
