@@ -1,0 +1,48 @@
+"""``sd-sample``: samples from a trained checkpoint into ``samples.png`` and ``samples.npz``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from spectral_diffusion.cli import CONFIG_DIR
+
+log = logging.getLogger(__name__)
+
+
+def sample(cfg: DictConfig) -> Path:
+    import torch
+    from hydra.utils import instantiate
+
+    from spectral_diffusion.diffusion.samplers import validate_sampler
+    from spectral_diffusion.pipeline import _progress, load_module
+    from spectral_diffusion.utils.images import save_grid, save_samples_npz
+    from spectral_diffusion.utils.validation import ConfigError, check_choice
+
+    if int(cfg.n) < 1:
+        raise ConfigError(f"n={cfg.n!r} is invalid; it must be an integer >= 1")
+    device = check_choice("device", cfg.device, ["auto", "cpu", "cuda"])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    module = load_module(cfg.ckpt_path).to(device)
+    sampler = instantiate(cfg.sampler) if cfg.get("sampler") else module.sampler
+    validate_sampler(sampler, module.process)
+    samples = module.generate(int(cfg.n), sampler=sampler, seed=int(cfg.seed), batch_size=int(cfg.batch_size),
+                              use_ema=bool(cfg.use_ema), progress=_progress("sampling"))
+    output_dir = Path(cfg.paths.output_dir)
+    save_samples_npz(samples, output_dir / "samples.npz", seed=int(cfg.seed))
+    grid = save_grid(samples, output_dir / "samples.png")
+    log.info("wrote %d samples to %s", len(samples), output_dir)
+    return grid
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sample")
+def main(cfg: DictConfig) -> None:
+    sample(cfg)
+
+
+if __name__ == "__main__":
+    main()

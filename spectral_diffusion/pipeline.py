@@ -1,0 +1,250 @@
+"""One run, as plain functions the CLIs and tests call: build → fit → sample → evaluate → record.
+
+``train(cfg)`` is ``sd-train`` without Hydra's command line; ``load_module(ckpt)`` rebuilds a trained
+model from the resolved config stored inside its checkpoint (``sd-sample`` uses it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from spectral_diffusion.callbacks import AtomicCheckpointIO, log_grid
+from spectral_diffusion.diffusion.samplers import validate_sampler
+from spectral_diffusion.module import DiffusionModule
+from spectral_diffusion.utils.images import save_grid, save_samples_npz
+from spectral_diffusion.utils.summary import append_row, git_commit
+from spectral_diffusion.utils.validation import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Shorthands accepted by ``optimized_metric``; they resolve to this run's full metric names.
+METRIC_SHORTHANDS = ("fid", "kid", "val_loss")
+
+
+def instantiate_checked(node, *args, **kwargs):
+    """``hydra.utils.instantiate`` that re-raises a component's own ``ConfigError`` unwrapped,
+    so the user reads "model.image_size=10 ..." rather than Hydra's instantiation traceback."""
+    try:
+        return instantiate(node, *args, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None:
+            if isinstance(cause, ConfigError):
+                raise cause from None
+            cause = cause.__cause__
+        raise
+
+
+@dataclass
+class Components:
+    datamodule: Any
+    module: DiffusionModule
+
+
+def build(cfg: DictConfig | dict) -> Components:
+    """Instantiate data, process, backbone, loss, optimizer and sampler, validating them all."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    datamodule = instantiate_checked(cfg.data)
+    datamodule.setup()
+    process = instantiate_checked(cfg.noise)
+    model = instantiate_checked(cfg.model)
+    loss = instantiate_checked(cfg.loss)
+    sampler = instantiate_checked(cfg.sampler)
+    validate_sampler(sampler, process)
+    module = DiffusionModule(
+        model=model,
+        process=process,
+        loss=loss,
+        optimizer=instantiate_checked(cfg.optimizer),
+        scheduler=instantiate_checked(cfg.scheduler) if cfg.get("scheduler") else None,
+        sampler=sampler,
+        image_shape=datamodule.image_shape,
+        ema_decay=cfg.ema.decay,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    return Components(datamodule, module)
+
+
+def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> DiffusionModule:
+    """A trained module from a checkpoint written by ``sd-train`` (config stored inside it)."""
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} does not exist")
+    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    config = checkpoint.get("spectral_diffusion_config")
+    if config is None:
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} was not written by sd-train (no stored config)")
+    module = build(config).module
+    module.load_state_dict(checkpoint["state_dict"])
+    module.eval()
+    return module
+
+
+def _metric_names(cfg: DictConfig, extractor_name: str, num_real: int) -> dict[str, str]:
+    n = int(cfg.evaluation.num_samples)
+    return {
+        "fid": f"fid_{extractor_name}@{n}",
+        "kid": f"kid_{extractor_name}@{n}",
+        "val_loss": "val_loss",
+        "floor": f"fid_floor_{extractor_name}@{num_real}",
+    }
+
+
+def resolve_optimized_metric(cfg: DictConfig, names: dict[str, str]) -> str | None:
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name in METRIC_SHORTHANDS:
+        return names[name]
+    if name in names.values():
+        return name
+    allowed = list(METRIC_SHORTHANDS) + [names["fid"], names["kid"]]
+    raise ConfigError(f"optimized_metric={name!r} is not a metric this run computes; choose one of {allowed}")
+
+
+def _progress(label: str):
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="img", file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``sd-train``: returns the metrics dict (``optimized_metric`` under key ``"objective"``)."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist; pass the last.ckpt of the run to resume")
+
+    components = build(cfg)
+    datamodule, module = components.datamodule, components.module
+
+    # Everything that can reject the config happens here, before the first training step.
+    features = instantiate_checked(cfg.features)
+    extractor = features.build(
+        train_images=datamodule.train_images,
+        train_labels=datamodule.train_labels,
+        num_classes=datamodule.num_classes,
+        dataset_name=datamodule.name,
+        val_images=datamodule.val_images,
+        val_labels=datamodule.val_labels,
+    )
+    num_real = len(datamodule.val_images)
+    names = _metric_names(cfg, extractor.name, num_real)
+    objective_name = resolve_optimized_metric(cfg, names)
+
+    callbacks = [instantiate_checked(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    logger = instantiate_checked(cfg.logger) if cfg.get("logger") else False
+    trainer: L.Trainer = instantiate_checked(cfg.trainer, callbacks=callbacks, logger=logger,
+                                     plugins=[AtomicCheckpointIO()])
+
+    start_step = 0 if ckpt_path is None else int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"])
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_seconds = time.perf_counter() - started
+    train_loss = float(trainer.callback_metrics.get("train/loss", math.nan))
+    validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+    if not trainer.is_global_zero:
+        return {}
+
+    steps_done = trainer.global_step - start_step
+    metrics: dict[str, Any] = {
+        "global_step": trainer.global_step,
+        "train_seconds": train_seconds,
+        "train_images_per_second": steps_done * datamodule.batch_size / train_seconds if train_seconds else math.nan,
+        "num_parameters": module.num_parameters(),
+        "val_loss": float(validation[0]["val/loss"]) if validation else math.nan,
+        "train_loss": train_loss,
+    }
+
+    # --- sample from the EMA weights with the configured sampler ----------------------------------
+    evaluation = cfg.evaluation
+    module.network_evaluations = 0
+    started = time.perf_counter()
+    samples = module.generate(int(evaluation.num_samples), seed=int(evaluation.seed),
+                              batch_size=int(evaluation.batch_size), progress=_progress("sampling"))
+    sample_seconds = time.perf_counter() - started
+    batches = math.ceil(int(evaluation.num_samples) / int(evaluation.batch_size))
+    metrics["sample_seconds"] = sample_seconds
+    metrics["sample_seconds_per_image"] = sample_seconds / max(1, len(samples))
+    metrics["sampler_nfe"] = module.network_evaluations // max(1, batches)
+    save_samples_npz(samples, output_dir / "samples.npz", seed=int(evaluation.seed))
+    save_grid(samples[: int(evaluation.grid_size)], output_dir / "samples.png")
+    log_grid(trainer, "samples/final", samples[: int(evaluation.grid_size)], trainer.global_step)
+
+    # --- quality against held-out real images --------------------------------------------------------
+    from spectral_diffusion.metrics.quality import real_floor, sample_quality
+
+    quality = sample_quality(datamodule.val_images, samples, extractor, batch_size=int(evaluation.batch_size),
+                             kid_subset_size=evaluation.kid_subset_size)
+    floor = real_floor(datamodule.train_images, datamodule.val_images, extractor, num_real,
+                       batch_size=int(evaluation.batch_size), kid_subset_size=evaluation.kid_subset_size)
+    metrics.update(quality)
+    metrics.update(floor)
+    if getattr(extractor, "accuracy", None) is not None:
+        metrics[f"{extractor.name}_accuracy"] = float(extractor.accuracy)
+    if objective_name is not None:
+        metrics["objective"] = metrics[objective_name]
+        metrics["objective_name"] = objective_name
+
+    for logger_ in trainer.loggers:
+        logger_.log_metrics({f"eval/{k}": v for k, v in metrics.items() if _is_scalar(v)}, step=trainer.global_step)
+        logger_.finalize("success")
+    record(cfg, output_dir, metrics)
+    return metrics
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json in the run folder and one row in the summary CSV."""
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    summary_csv = cfg.paths.get("summary_csv")
+    if not summary_csv:
+        return
+    overrides = _overrides(cfg)
+    row = {
+        "run_id": str(output_dir),
+        "timestamp": datetime.now().isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "overrides": " ".join(overrides),
+    }
+    row.update({k: v for k, v in metrics.items() if _is_scalar(v)})
+    append_row(summary_csv, row)
+
+
+def _overrides(cfg: DictConfig) -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # called outside a Hydra app (tests, notebooks)
+        return []
