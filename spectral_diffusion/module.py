@@ -83,7 +83,10 @@ class DiffusionModule(LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Update the EMA right after the weights change, inside the step: callbacks such as
+        # ModelCheckpoint then save weights and EMA of the same step, and a resume misses nothing.
+        super().optimizer_step(*args, **kwargs)
         self.ema.update(self.model)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
