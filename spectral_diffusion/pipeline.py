@@ -94,14 +94,18 @@ def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> DiffusionMo
     return module
 
 
-def _metric_names(cfg: DictConfig, extractor_name: str, num_real: int) -> dict[str, str]:
+def _metric_names(cfg: DictConfig, extractor_name: str) -> dict[str, str]:
     n = int(cfg.evaluation.num_samples)
-    return {
-        "fid": f"fid_{extractor_name}@{n}",
-        "kid": f"kid_{extractor_name}@{n}",
-        "val_loss": "val_loss",
-        "floor": f"fid_floor_{extractor_name}@{num_real}",
-    }
+    return {"fid": f"fid_{extractor_name}@{n}", "kid": f"kid_{extractor_name}@{n}", "val_loss": "val_loss"}
+
+
+def validate_evaluation(evaluation: DictConfig) -> None:
+    for key, minimum in (("num_samples", 2), ("batch_size", 1), ("grid_size", 1), ("kid_subset_size", 2)):
+        value = evaluation.get(key)
+        if key == "kid_subset_size" and value is None:
+            continue
+        if not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"evaluation.{key}={value!r} is invalid; it must be an integer >= {minimum}")
 
 
 def resolve_optimized_metric(cfg: DictConfig, names: dict[str, str]) -> str | None:
@@ -146,7 +150,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = components.datamodule, components.module
 
     # Everything that can reject the config happens here, before the first training step.
+    validate_evaluation(cfg.evaluation)
     features = instantiate_checked(cfg.features)
+    objective_name = resolve_optimized_metric(cfg, _metric_names(cfg, features.name))
     extractor = features.build(
         train_images=datamodule.train_images,
         train_labels=datamodule.train_labels,
@@ -155,9 +161,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         val_images=datamodule.val_images,
         val_labels=datamodule.val_labels,
     )
-    num_real = len(datamodule.val_images)
-    names = _metric_names(cfg, extractor.name, num_real)
-    objective_name = resolve_optimized_metric(cfg, names)
 
     callbacks = [instantiate_checked(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     logger = instantiate_checked(cfg.logger) if cfg.get("logger") else False
@@ -203,7 +206,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     quality = sample_quality(datamodule.val_images, samples, extractor, batch_size=int(evaluation.batch_size),
                              kid_subset_size=evaluation.kid_subset_size)
-    floor = real_floor(datamodule.train_images, datamodule.val_images, extractor, num_real,
+    floor = real_floor(datamodule.train_images, datamodule.val_images, extractor, len(datamodule.val_images),
                        batch_size=int(evaluation.batch_size), kid_subset_size=evaluation.kid_subset_size)
     metrics.update(quality)
     metrics.update(floor)

@@ -86,6 +86,7 @@ def test_debug_shrinks_every_model(tmp_path, cache_dir):
         (["data=cifar10"], "data.source.root"),
         (["optimized_metric=psnr"], "optimized_metric"),
         (["ckpt_path=/nonexistent/last.ckpt"], "ckpt_path"),
+        (["evaluation.num_samples=1"], "evaluation.num_samples"),
     ],
 )
 def test_bad_input_fails_before_training(overrides, key, tmp_path, cache_dir):

@@ -172,6 +172,8 @@ class ClassifierFeatures:
     option must share one extractor, or their FIDs would not be comparable.
     """
 
+    name = "classifier"  # the extractor's name in metric keys (fid_classifier@N)
+
     def __init__(
         self,
         cache_dir: str | os.PathLike,
@@ -355,6 +357,8 @@ def to_inception_input(images: Tensor) -> Tensor:
 
 class InceptionFeatures:
     """Config for the Inception-v3 extractor (``features=inception``); never downloads anything."""
+
+    name = "inception"  # the extractor's name in metric keys (fid_inception@N)
 
     def __init__(self, weights_path: str | os.PathLike | None = None) -> None:
         if weights_path is None or not Path(weights_path).is_file():
