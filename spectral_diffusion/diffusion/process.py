@@ -49,10 +49,12 @@ class GaussianProcess:
         return alpha, sigma
 
     # --- basis plumbing --------------------------------------------------------------------------
-    def _to(self, x: Tensor) -> Tensor:
+    def to_basis(self, x: Tensor) -> Tensor:
+        """Coefficients of images in the process basis (a no-op for pixels)."""
         return x if self.basis.is_identity else self.basis.forward(x)
 
-    def _from(self, c: Tensor) -> Tensor:
+    def from_basis(self, c: Tensor) -> Tensor:
+        """Images from coefficients in the process basis."""
         return c if self.basis.is_identity else self.basis.inverse(c)
 
     # --- forward process ---------------------------------------------------------------------------
@@ -62,9 +64,9 @@ class GaussianProcess:
 
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x_t = A_t x0 + S_t ε (Ho et al. 2020, eq. 4, generalised to diagonal A, S)."""
-        c0, ce = self._to(x0), self._to(eps)
+        c0, ce = self.to_basis(x0), self.to_basis(eps)
         a, s = self.coefficients(t, c0)
-        return self._from(a * c0 + s * ce)
+        return self.from_basis(a * c0 + s * ce)
 
     def prior(self, shape, generator: Generators = None, *, device=None, dtype=None) -> Tensor:
         """x_T drawn with the marginal variance A_T² + S_T² of unit-variance data and the same ε law.
@@ -72,10 +74,10 @@ class GaussianProcess:
         For the VP baseline this is exactly N(0, I), the textbook prior.
         """
         eps = self.noise(shape, generator, device=device, dtype=dtype)
-        c = self._to(eps)
+        c = self.to_basis(eps)
         t_max = torch.ones(shape[0], device=c.device)
         a, s = self.coefficients(t_max, c)
-        return self._from((a * a + s * s).sqrt() * c)
+        return self.from_basis((a * a + s * s).sqrt() * c)
 
     # --- prediction conversions --------------------------------------------------------------------
     def target(self, x0: Tensor, eps: Tensor, t: Tensor, prediction: str) -> Tensor:
@@ -85,9 +87,9 @@ class GaussianProcess:
         if prediction == "x0":
             return x0
         check_prediction(prediction)
-        c0, ce = self._to(x0), self._to(eps)
+        c0, ce = self.to_basis(x0), self.to_basis(eps)
         a, s = self.coefficients(t, c0)
-        return self._from(a * ce - s * c0)
+        return self.from_basis(a * ce - s * c0)
 
     def x0_eps(self, x_t: Tensor, t: Tensor, output: Tensor, prediction: str) -> tuple[Tensor, Tensor]:
         """(x0, ε) implied by a network ``output`` of type ``prediction`` at (x_t, t).
@@ -96,7 +98,7 @@ class GaussianProcess:
         ε = (s x_t + a v)/(a² + s²), which for a² + s² = 1 are Salimans & Ho's eq. (8)–(9).
         """
         check_prediction(prediction)
-        c_t, c_out = self._to(x_t), self._to(output)
+        c_t, c_out = self.to_basis(x_t), self.to_basis(output)
         a, s = self.coefficients(t, c_t)
         if prediction == "eps":
             c_x0, c_eps = (c_t - s * c_out) / a, c_out
@@ -105,13 +107,13 @@ class GaussianProcess:
         else:
             norm = a * a + s * s
             c_x0, c_eps = (a * c_t - s * c_out) / norm, (s * c_t + a * c_out) / norm
-        return self._from(c_x0), self._from(c_eps)
+        return self.from_basis(c_x0), self.from_basis(c_eps)
 
     def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """ε = (x_t − A_t x0)/S_t: the noise a given clean estimate implies."""
-        c_t, c0 = self._to(x_t), self._to(x0)
+        c_t, c0 = self.to_basis(x_t), self.to_basis(x0)
         a, s = self.coefficients(t, c_t)
-        return self._from((c_t - a * c0) / s)
+        return self.from_basis((c_t - a * c0) / s)
 
     # --- time -----------------------------------------------------------------------------------
     def training_times(self, batch: int, generator=None, device=None) -> Tensor:

@@ -76,13 +76,13 @@ def ddpm(denoise_fn: DenoiseFn, process, x_T: Tensor, steps: int | Tensor, *, ge
     for i in range(len(grid) - 1):
         t, s = _batch_time(grid[i], x), _batch_time(grid[i + 1], x)
         x0, _ = _estimate(denoise_fn, process, x, t, clip_x0)
-        c_x, c_x0 = process._to(x), process._to(x0)
+        c_x, c_x0 = process.to_basis(x), process.to_basis(x0)
         coef_x0, coef_xt, variance = _posterior_terms(process, t, s, c_x)
         c_next = coef_x0 * c_x0 + coef_xt * c_x
         if grid[i + 1] > 0:
-            noise = process._to(process.noise(x.shape, generator, device=x.device, dtype=x.dtype))
+            noise = process.to_basis(process.noise(x.shape, generator, device=x.device, dtype=x.dtype))
             c_next = c_next + variance.sqrt() * noise
-        x = process._from(c_next)
+        x = process.from_basis(c_next)
         if callback is not None:
             callback({"step": i, "t": grid[i], "x": x, "x0": x0})
     return x
@@ -103,17 +103,17 @@ def ddim(denoise_fn: DenoiseFn, process, x_T: Tensor, steps: int | Tensor, *, ge
     for i in range(len(grid) - 1):
         t, s = _batch_time(grid[i], x), _batch_time(grid[i + 1], x)
         x0, eps = _estimate(denoise_fn, process, x, t, clip_x0)
-        c_x0, c_eps = process._to(x0), process._to(eps)
+        c_x0, c_eps = process.to_basis(x0), process.to_basis(eps)
         a_s, s_s = process.coefficients(s, c_x0)
         c_next = a_s * c_x0
         if eta > 0 and grid[i + 1] > 0:
             _, _, variance = _posterior_terms(process, t, s, c_x0)
             c = eta * variance.sqrt()
-            noise = process._to(process.noise(x.shape, generator, device=x.device, dtype=x.dtype))
+            noise = process.to_basis(process.noise(x.shape, generator, device=x.device, dtype=x.dtype))
             c_next = c_next + (s_s * s_s - c * c).clamp(min=0).sqrt() * c_eps + c * noise
         else:
             c_next = c_next + s_s * c_eps
-        x = process._from(c_next)
+        x = process.from_basis(c_next)
         if callback is not None:
             callback({"step": i, "t": grid[i], "x": x, "x0": x0})
     return x
