@@ -1,7 +1,7 @@
 """The LightningModule: trains any backbone under any forward process and samples from its EMA.
 
 It owns the training/validation step (one ``_common_step``), the EMA of the weights, the NaN
-guard and ``generate``; the maths lives in the process, the sampler and the loss it is given.
+guard, self-conditioning and ``generate``; the maths lives in the process, the sampler and the loss.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 
 from spectral_diffusion.ema import EMA
+from spectral_diffusion.losses import DiffusionLoss, LossContext
 from spectral_diffusion.utils.random import sample_generators
 
 
@@ -44,6 +45,9 @@ class DiffusionModule(LightningModule):
         self.ema = EMA(model, ema_decay)
         self.process = process
         self.loss_fn = loss
+        # Learned loss weights (Kendall log-variances) are trained, moved and checkpointed with the module.
+        self.loss_weights = loss.learned_weights if isinstance(loss, DiffusionLoss) else None
+        self.self_conditioning = float(getattr(loss, "self_conditioning", 0.0))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.sampler = sampler
@@ -52,15 +56,48 @@ class DiffusionModule(LightningModule):
         self.network_evaluations = 0
 
     # --- network ------------------------------------------------------------------------------
-    def forward(self, x_t: Tensor, t: Tensor, use_ema: bool = False) -> Tensor:
+    def forward(self, x_t: Tensor, t: Tensor, use_ema: bool = False, x0_condition: Tensor | None = None) -> Tensor:
+        """The network's prediction at (x_t, t). With self-conditioning the backbone (built with twice the
+        image channels) also sees an earlier x0 estimate, zeros when there is none (Chen et al. 2022)."""
         network = self.ema.module if use_ema else self.model
+        if self.self_conditioning > 0:
+            x0_condition = torch.zeros_like(x_t) if x0_condition is None else x0_condition.to(x_t.dtype)
+            x_t = torch.cat([x_t, x0_condition], dim=1)
         return network(x_t, self.process.network_time(t))
 
-    def denoise(self, x_t: Tensor, t: Tensor, use_ema: bool = True) -> Tensor:
+    def denoise(self, x_t: Tensor, t: Tensor, use_ema: bool = True, x0_condition: Tensor | None = None) -> Tensor:
         """x̂0 at (x_t, t): the network output converted from its prediction type by the process."""
         self.network_evaluations += 1
-        output = self(x_t, t, use_ema=use_ema).float()
+        output = self(x_t, t, use_ema=use_ema, x0_condition=x0_condition).float()
         return self.process.x0_eps(x_t, t, output, self.loss_fn.prediction)[0]
+
+    def self_conditioned_denoiser(self, use_ema: bool = True):
+        """``denoise_fn(x_t, t)`` for one sampling trajectory that feeds each call the previous call's x̂0
+        (Chen et al. 2022, Analog Bits, Alg. 2); a plain denoiser when self-conditioning is off."""
+        if self.self_conditioning == 0:
+            return functools.partial(self.denoise, use_ema=use_ema)
+        previous: Tensor | None = None
+
+        def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+            nonlocal previous
+            x0 = self.denoise(x_t, t, use_ema=use_ema, x0_condition=previous)
+            previous = x0.clamp(-1.0, 1.0)
+            return x0
+
+        return denoise
+
+    def _self_condition(self, x_t: Tensor, t: Tensor, use_ema: bool, generator: torch.Generator | None) -> Tensor | None:
+        """The x0 estimate of a first, gradient-free pass, or None. Training draws it with probability
+        ``loss.self_conditioning`` per batch (Chen et al. 2022, Alg. 1); evaluation always uses it, as
+        sampling does after its first step."""
+        if self.self_conditioning == 0:
+            return None
+        if self.training and torch.rand((), generator=generator).item() >= self.self_conditioning:
+            return None
+        with torch.no_grad():
+            first = self(x_t, t, use_ema=use_ema).float()
+            # Clamped to the data range: an x0 from ε at high noise divides by a tiny α.
+            return self.process.x0_eps(x_t, t, first, self.loss_fn.prediction)[0].clamp(-1.0, 1.0)
 
     # --- steps ----------------------------------------------------------------------------------
     def _common_step(self, x0: Tensor, generator: torch.Generator | None = None, use_ema: bool = False) -> Tensor:
@@ -68,9 +105,12 @@ class DiffusionModule(LightningModule):
         t = self.process.training_times(batch, generator, device=x0.device)
         eps = self.process.noise(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         x_t = self.process.q_sample(x0, t, eps)
-        output = self(x_t, t, use_ema=use_ema)
+        x0_condition = self._self_condition(x_t, t, use_ema, generator)
+        output = self(x_t, t, use_ema=use_ema, x0_condition=x0_condition)
         target = self.process.target(x0, eps, t, self.loss_fn.prediction)
-        return self.loss_fn(output, target).mean()
+        if isinstance(self.loss_fn, DiffusionLoss):
+            return self.loss_fn(output, target, LossContext(x0=x0, x_t=x_t, t=t, process=self.process)).mean()
+        return self.loss_fn(output, target).mean()  # any plain callable loss(output, target)
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         loss = self._common_step(batch)
@@ -81,6 +121,9 @@ class DiffusionModule(LightningModule):
                 "last good weights. Lower optimizer.lr or enable trainer.gradient_clip_val."
             )
         self.log("train/loss", loss, prog_bar=True)
+        if isinstance(self.loss_fn, DiffusionLoss) and len(self.loss_fn.last_values) > 1:
+            # per-term values and, with Kendall weighting, the learned log-variances and weights
+            self.log_dict({f"train/loss_{name}": value for name, value in self.loss_fn.last_values.items()})
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -97,7 +140,10 @@ class DiffusionModule(LightningModule):
             self.log(name, loss, prog_bar=use_ema, sync_dist=True)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.model.parameters())
+        groups = [{"params": list(self.model.parameters())}]
+        if self.loss_weights is not None:
+            groups.append({"params": list(self.loss_weights.parameters()), "weight_decay": 0.0})
+        optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
@@ -115,7 +161,6 @@ class DiffusionModule(LightningModule):
         sampler = sampler or self.sampler
         was_training = self.training
         self.eval()
-        denoise = functools.partial(self.denoise, use_ema=use_ema)
         batches = []
         if progress is not None:
             progress(0, num_samples)
@@ -123,6 +168,7 @@ class DiffusionModule(LightningModule):
             count = min(batch_size, num_samples - start)
             generators = sample_generators(seed, start, count)
             x_T = self.process.prior((count, *self.image_shape), generators, device=self.device)
+            denoise = self.self_conditioned_denoiser(use_ema=use_ema)
             batches.append(sampler(denoise, self.process, x_T, generator=generators).clamp(-1, 1).cpu())
             if progress is not None:
                 progress(start + count, num_samples)

@@ -61,8 +61,11 @@ def build(cfg: DictConfig | dict) -> Components:
     datamodule = instantiate_checked(cfg.data)
     datamodule.setup()
     process = instantiate_checked(cfg.noise)
-    model = instantiate_checked(cfg.model)
     loss = instantiate_checked(cfg.loss)
+    if hasattr(loss, "prepare"):
+        # checks against the image size and the data spectrum S_data, estimated once from the training split
+        loss.prepare(datamodule.train_images)
+    model = instantiate_checked(cfg.model, **_self_conditioning_channels(cfg, loss, datamodule.image_shape))
     sampler = instantiate_checked(cfg.sampler)
     validate_sampler(sampler, process)
     module = DiffusionModule(
@@ -77,6 +80,14 @@ def build(cfg: DictConfig | dict) -> Components:
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     return Components(datamodule, module)
+
+
+def _self_conditioning_channels(cfg: DictConfig, loss, image_shape) -> dict[str, int]:
+    """With self-conditioning the backbone sees [x_t, x̂0]: twice the image channels in, the image's out."""
+    if float(getattr(loss, "self_conditioning", 0.0)) == 0:
+        return {}
+    channels = int(image_shape[0])
+    return {"in_channels": 2 * channels, "out_channels": cfg.model.get("out_channels") or channels}
 
 
 def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> DiffusionModule:

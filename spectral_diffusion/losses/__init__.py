@@ -1,5 +1,28 @@
-"""Training losses: small callable classes returning the unreduced loss; the LightningModule reduces."""
+"""Training losses: small callable classes returning the per-sample loss; the LightningModule reduces."""
 
-from spectral_diffusion.losses.pixel import DiffusionLoss, MSELoss
+from spectral_diffusion.losses.base import DiffusionLoss, KendallWeights, LossContext, LossTerm
+from spectral_diffusion.losses.frequency import (
+    FocalFrequencyError,
+    FrequencyBalancedError,
+    FrequencyBalancedLoss,
+    PhaseError,
+)
+from spectral_diffusion.losses.pixel import LpError, LpLoss, MSELoss, SquaredError
+from spectral_diffusion.losses.weighting import min_snr_weight, x0_error_scale
 
-__all__ = ["DiffusionLoss", "MSELoss"]
+__all__ = [
+    "DiffusionLoss",
+    "FocalFrequencyError",
+    "FrequencyBalancedError",
+    "FrequencyBalancedLoss",
+    "KendallWeights",
+    "LossContext",
+    "LossTerm",
+    "LpError",
+    "LpLoss",
+    "MSELoss",
+    "PhaseError",
+    "SquaredError",
+    "min_snr_weight",
+    "x0_error_scale",
+]

@@ -1,0 +1,100 @@
+"""Training throughput (images/s) of each loss option relative to mse, median over timed steps.
+
+    python benchmarks/loss_throughput.py                         # default config, 20 warm-up + 50 timed steps
+    python benchmarks/loss_throughput.py --warmup 3 --steps 10 model=unet_tiny
+
+Times full optimisation steps (forward, loss, backward, gradient clipping, optimizer, EMA) of the
+LightningModule outside Lightning's loop, as ``train_throughput.py`` does, once per loss variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from spectral_diffusion.cli import CONFIG_DIR
+from spectral_diffusion.pipeline import build
+
+VARIANTS = {
+    "mse": ["loss=mse"],
+    "lp (p=1.5)": ["loss=lp"],
+    "frequency_balanced": ["loss=frequency_balanced"],
+    "mse + ffl": ["loss=ffl"],
+    "mse + ffl (patch 4)": ["loss=ffl", "loss.terms.ffl.patch_factor=4"],
+    "mse + phase": ["loss=phase"],
+    "lp + ffl, Kendall": ["loss=lp_ffl_kendall"],
+    "mse, min-SNR-5": ["loss=mse", "loss.min_snr_gamma=5"],
+    "mse, self-cond 0.5": ["loss=mse", "loss.self_conditioning=0.5"],
+}
+
+
+def step_seconds(overrides: list[str], warmup: int, steps: int) -> tuple[list[float], int]:
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=["paths.root_dir=.", "paths.output_dir=/tmp/sd-bench", *overrides])
+    torch.manual_seed(0)
+    components = build(cfg)
+    module, datamodule = components.module, components.datamodule
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=str(cfg.trainer.precision).startswith("bf16"))
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    batches = iter(datamodule.train_dataloader())
+    module.train()
+
+    def step() -> None:
+        nonlocal batches
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(datamodule.train_dataloader())
+            batch = next(batches)
+        with autocast:
+            loss = module._common_step(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, float(cfg.trainer.gradient_clip_val or 1e9))
+        optimizer.step()
+        module.ema.update(module.model)
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times, datamodule.batch_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every variant")
+    args = parser.parse_args()
+    # mse runs first and last: the first run of a process pays one-off costs, and the baseline is their mean
+    names = [*VARIANTS, "mse"]
+    rates: dict[str, list[tuple[float, float]]] = {}
+    for name in names:
+        times, batch_size = step_seconds([*args.overrides, *VARIANTS[name]], args.warmup, args.steps)
+        # median: the typical step; mean: what a run gets when steps differ (self-conditioning draws a
+        # second forward pass only on some steps)
+        rates.setdefault(name, []).append((batch_size / statistics.median(times), batch_size / statistics.mean(times)))
+    median_base = statistics.mean(r[0] for r in rates["mse"])
+    mean_base = statistics.mean(r[1] for r in rates["mse"])
+    print(f"overrides: {' '.join(args.overrides) or '(default)'}; {args.warmup} warm-up + {args.steps} timed steps, "
+          f"{torch.get_num_threads()} threads")
+    print("| loss | images/s (median step) | relative to mse | images/s (mean step) | relative to mse |")
+    print("|---|---:|---:|---:|---:|")
+    for name in VARIANTS:
+        median_rate = statistics.mean(r[0] for r in rates[name])
+        mean_rate = statistics.mean(r[1] for r in rates[name])
+        print(f"| {name} | {median_rate:,.0f} | {median_rate / median_base:.2f} | {mean_rate:,.0f} | {mean_rate / mean_base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

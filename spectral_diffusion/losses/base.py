@@ -1,0 +1,178 @@
+"""The diffusion objective: error terms on the network output or its x0 estimate, weighted and summed.
+
+A ``LossTerm`` is the maths of one error (squared, p-norm, focal frequency, ...) between two image
+batches; ``DiffusionLoss`` decides what it compares (prediction vs target, or x̂0 vs x0), the min-SNR-γ
+weight, the SNR gate of frequency terms, fixed or learned (Kendall et al. 2018) term weights, and
+the self-conditioning probability the LightningModule reads. It returns the per-sample loss (B,).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from spectral_diffusion.diffusion.process import check_prediction
+from spectral_diffusion.losses.weighting import min_snr_weight, per_sample_alpha_sigma
+from spectral_diffusion.utils.validation import ConfigError, check_choice, check_positive, check_range
+
+WEIGHTINGS = ("fixed", "kendall")
+
+
+class LossTerm(ABC):
+    """One error between an estimate and a reference batch (B, C, H, W), per sample (B,).
+
+    ``space`` says what the objective feeds it: ``"prediction"`` (network output vs its target) or
+    ``"x0"`` (the x0 estimate implied by the output vs the clean batch). ``frequency`` terms can be
+    gated by ``frequency_min_snr``.
+    """
+
+    space = "prediction"
+    frequency = False
+
+    @abstractmethod
+    def __call__(self, estimate: Tensor, reference: Tensor) -> Tensor:
+        """Per-sample error, shape (B,)."""
+
+    def prepare(self, train_images: Tensor) -> None:
+        """Check the term against the training images and estimate what it needs from them."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@dataclass
+class LossContext:
+    """What a training step knows besides output and target: the clean batch, x_t, t and the process."""
+
+    x0: Tensor
+    x_t: Tensor
+    t: Tensor
+    process: object
+    _x0_estimates: dict = field(default_factory=dict, repr=False)
+
+    def x0_estimate(self, output: Tensor, prediction: str) -> Tensor:
+        """x̂0 implied by ``output`` (computed once per step, differentiable)."""
+        if prediction not in self._x0_estimates:
+            self._x0_estimates[prediction] = self.process.x0_eps(self.x_t, self.t, output, prediction)[0]
+        return self._x0_estimates[prediction]
+
+    def alpha_sigma(self) -> tuple[Tensor, Tensor]:
+        return per_sample_alpha_sigma(self.process, self.t, self.x0)
+
+
+class KendallWeights(nn.Module):
+    """Learned log-variances s_i = log σ_i² of Kendall, Gal & Cipolla 2018 (CVPR), eq. 7:
+    L = Σ_i ½ exp(−s_i) L_i + ½ s_i, i.e. (1/2σ_i²) L_i + log σ_i."""
+
+    def __init__(self, names: list[str], initial_weights: Mapping[str, float]) -> None:
+        super().__init__()
+        # Start where fixed weights w_i would be: ½ exp(−s_i) = w_i.
+        self.log_variances = nn.ParameterDict(
+            {name: nn.Parameter(torch.tensor(-math.log(2.0 * float(initial_weights[name])))) for name in names}
+        )
+
+    def combine(self, name: str, value: Tensor) -> Tensor:
+        log_variance = self.log_variances[name]
+        return 0.5 * torch.exp(-log_variance) * value + 0.5 * log_variance
+
+    def effective_weights(self) -> dict[str, Tensor]:
+        return {name: 0.5 * torch.exp(-s.detach()) for name, s in self.log_variances.items()}
+
+
+class DiffusionLoss:
+    """Weighted sum of ``terms``; call as ``loss(output, target, context)`` → per-sample loss (B,).
+
+    Args:
+        terms: name → ``LossTerm``.
+        weights: name → weight ≥ 0 (fixed weighting) or the initial effective weight ½exp(−s) > 0
+            (Kendall weighting). ``None`` gives every term weight 1.
+        prediction: what the network predicts: eps | x0 | v.
+        weighting: ``fixed`` or ``kendall`` (learned log-variances, Kendall et al. 2018).
+        min_snr_gamma: γ of min-SNR-γ weighting (Hang et al. 2023), or ``None`` for none.
+        frequency_min_snr: frequency terms count only for samples whose SNR α²/σ² is at least this
+            (an x0 estimate at high noise is blurry by nature); ``None`` applies them everywhere.
+        self_conditioning: probability of a self-conditioned training step (Chen et al. 2022); the
+            LightningModule reads it.
+    """
+
+    def __init__(self, terms: Mapping[str, LossTerm], weights: Mapping[str, float] | None = None, *,
+                 prediction: str = "eps", weighting: str = "fixed", min_snr_gamma: float | None = None,
+                 frequency_min_snr: float | None = None, self_conditioning: float = 0.0) -> None:
+        self.prediction = check_prediction(prediction)
+        self.terms = {str(name): term for name, term in dict(terms).items()}
+        if not self.terms:
+            raise ConfigError("loss.terms is empty; give at least one loss term")
+        for name, term in self.terms.items():
+            if not isinstance(term, LossTerm):
+                raise ConfigError(f"loss.terms.{name}={term!r} is not a LossTerm (give a _target_ node)")
+        self.weighting = check_choice("loss.weighting", weighting, WEIGHTINGS)
+        weights = {name: 1.0 for name in self.terms} if weights is None else {str(k): v for k, v in dict(weights).items()}
+        if set(weights) != set(self.terms):
+            raise ConfigError(f"loss.weights has keys {sorted(weights)}; they must be the term names {sorted(self.terms)}")
+        for name, value in weights.items():
+            check_positive(f"loss.weights.{name}", float(value), strict=self.weighting == "kendall")
+        self.weights = {name: float(value) for name, value in weights.items()}
+        self.kendall = KendallWeights(list(self.terms), self.weights) if self.weighting == "kendall" else None
+        self.min_snr_gamma = None if min_snr_gamma is None else float(check_positive("loss.min_snr_gamma", min_snr_gamma))
+        self.frequency_min_snr = (None if frequency_min_snr is None
+                                  else float(check_positive("loss.frequency_min_snr", frequency_min_snr, strict=False)))
+        self.self_conditioning = float(check_range("loss.self_conditioning", float(self_conditioning), 0.0, 1.0))
+        self.last_values: dict[str, Tensor] = {}
+
+    # --- what the LightningModule uses ---------------------------------------------------------------
+    @property
+    def learned_weights(self) -> nn.Module | None:
+        """Parameters the optimizer must train alongside the network (Kendall log-variances), or None."""
+        return self.kendall
+
+    def prepare(self, train_images: Tensor) -> None:
+        """Validate every term against the training images and estimate what terms need (S_data)."""
+        for term in self.terms.values():
+            term.prepare(train_images)
+
+    def __call__(self, output: Tensor, target: Tensor, context: LossContext | None = None) -> Tensor:
+        output, target = output.float(), target.float()
+        needs_context = (self.min_snr_gamma is not None or self.frequency_min_snr is not None
+                         or any(term.space == "x0" for term in self.terms.values()))
+        if needs_context and context is None:
+            raise ValueError(f"{self!r} needs a LossContext (x0, x_t, t, process) to be computed")
+        alpha_sigma = context.alpha_sigma() if context is not None and (
+            self.min_snr_gamma is not None or self.frequency_min_snr is not None) else None
+
+        total = torch.zeros(output.shape[0], device=output.device)
+        values: dict[str, Tensor] = {}
+        for name, term in self.terms.items():
+            if term.space == "x0":
+                value = term(context.x0_estimate(output, self.prediction).float(), context.x0.float())
+                space_prediction = "x0"
+            else:
+                value = term(output, target)
+                space_prediction = self.prediction
+            if self.min_snr_gamma is not None:
+                value = value * min_snr_weight(space_prediction, *alpha_sigma, self.min_snr_gamma).to(value)
+            if term.frequency and self.frequency_min_snr is not None:
+                alpha, sigma = alpha_sigma
+                value = value * ((alpha / sigma).square() >= self.frequency_min_snr).to(value)
+            values[name] = value.detach().mean()
+            if self.kendall is not None:
+                total = total + self.kendall.combine(name, value)
+            else:
+                total = total + self.weights[name] * value
+        if self.kendall is not None:
+            for name, weight in self.kendall.effective_weights().items():
+                values[f"weight_{name}"] = weight
+                values[f"log_variance_{name}"] = self.kendall.log_variances[name].detach()
+        self.last_values = values
+        return total
+
+    def __repr__(self) -> str:
+        terms = ", ".join(f"{name}={term!r}" for name, term in self.terms.items())
+        return (f"{type(self).__name__}(prediction={self.prediction!r}, terms=[{terms}], weighting={self.weighting!r}, "
+                f"weights={self.weights}, min_snr_gamma={self.min_snr_gamma}, "
+                f"frequency_min_snr={self.frequency_min_snr}, self_conditioning={self.self_conditioning})")
+

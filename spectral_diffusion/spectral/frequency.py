@@ -1,0 +1,80 @@
+"""Frequency grids and power spectra on the orthonormal rfft2 grid, shared by losses, processes and metrics.
+
+Radii come from ``torch.fft.fftfreq`` / ``rfftfreq`` (unshifted, as the FFT lays them out); spectra are
+accumulated in float64 so the tiny high-frequency power of natural images is not lost to rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def radial_frequency(height: int, width: int, *, onesided: bool = True, device=None) -> Tensor:
+    """|f| in cycles per pixel at every FFT coefficient (float64, shape (H, W//2+1) or (H, W)).
+
+    Built from ``fftfreq`` so it matches the unshifted layout of ``torch.fft.rfft2`` / ``fft2``.
+    """
+    fy = torch.fft.fftfreq(height, dtype=torch.float64, device=device)
+    fx = (torch.fft.rfftfreq if onesided else torch.fft.fftfreq)(width, dtype=torch.float64, device=device)
+    return torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+
+
+def hermitian_multiplicity(height: int, width: int, *, device=None) -> Tensor:
+    """How many full-grid coefficients each rfft2 coefficient stands for (1 or 2), shape (H, W//2+1).
+
+    Column 0 (and column W/2 for even W) is its own mirror; every other column also counts for its
+    conjugate, so Σ m·|X|² over the rfft2 grid equals Σ |x|² (Parseval) with ``norm="ortho"``.
+    """
+    multiplicity = torch.full((height, width // 2 + 1), 2.0, dtype=torch.float64, device=device)
+    multiplicity[:, 0] = 1.0
+    if width % 2 == 0:
+        multiplicity[:, -1] = 1.0
+    return multiplicity
+
+
+def radial_bin_index(height: int, width: int, *, device=None) -> Tensor:
+    """Integer radial bin of every rfft2 coefficient: round(|f| · max(H, W)), 0 being the DC term."""
+    radius = radial_frequency(height, width, device=device)
+    return torch.round(radius * max(height, width)).long()
+
+
+def radial_power_spectrum(images: Tensor, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """Radially averaged power spectrum of ``images`` (N, C, H, W): (frequencies, power), float64.
+
+    Power is |rfft2(x, norm="ortho")|² averaged over images, channels and every full-grid coefficient
+    whose radius falls in a bin (Hermitian mirrors counted); ``frequencies`` are the bin radii in
+    cycles per pixel. Empty bins (none for square images) are dropped.
+    """
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+    _, channels, height, width = images.shape
+    bins = radial_bin_index(height, width)
+    weights = hermitian_multiplicity(height, width)
+    total = torch.zeros(height, width // 2 + 1, dtype=torch.float64)
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start:start + batch_size].detach().to("cpu", torch.float64)
+        total += torch.fft.rfft2(chunk, norm="ortho").abs().square().sum(dim=(0, 1))
+    mean_power = total / (images.shape[0] * channels)
+    count = torch.zeros(int(bins.max()) + 1, dtype=torch.float64).index_add_(0, bins.flatten(), weights.flatten())
+    power = torch.zeros_like(count).index_add_(0, bins.flatten(), (weights * mean_power).flatten())
+    filled = count > 0
+    frequencies = torch.arange(len(count), dtype=torch.float64) / max(height, width)
+    return frequencies[filled], power[filled] / count[filled]
+
+
+def data_power_spectrum(images: Tensor, *, floor: float = 1e-8, batch_size: int = 1024) -> Tensor:
+    """S_data(f) on the orthonormal rfft2 grid (H, W//2+1), float64: the training set's radially
+    averaged power spectrum put back on the grid.
+
+    Radial (angular) averaging smooths the estimate, so the result depends on |f| only and is the
+    same at f and −f. Values are floored at ``floor`` × max so that weights S^−γ stay finite where a
+    band of the data carries no power.
+    """
+    _, _, height, width = images.shape
+    bins = radial_bin_index(height, width)
+    frequencies, power = radial_power_spectrum(images, batch_size=batch_size)
+    by_bin = torch.zeros(int(bins.max()) + 1, dtype=torch.float64)
+    by_bin[torch.round(frequencies * max(height, width)).long()] = power
+    spectrum = by_bin[bins]
+    return spectrum.clamp(min=float(floor) * float(spectrum.max()))
