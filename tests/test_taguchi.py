@@ -660,3 +660,68 @@ def test_markdown_report_and_plots(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(DesignError, match="not an assigned interaction"):
         plot_interaction(result, ("C", "D"), tmp_path / "x.png")
+
+
+# --- sweep folders: the files the Hydra sweeper and sd-taguchi share ---------------------------------
+
+def _sweep_spec():
+    from spectral_diffusion.taguchi.sweep_folder import SweepSpec
+
+    design = choose_array([Factor("A", ["a1", "a2"]), Factor("B", [1, 2]), Factor("C", [True, False])],
+                          interactions=[("A", "B")], array="L8", replicates=[0, 1])
+    overrides = tuple((f"job={job}",) for job in range(design.n_jobs))
+    return SweepSpec(design, "objective", "smaller_is_better", "record", overrides)
+
+
+def test_sweep_spec_round_trips_through_json(tmp_path):
+    from spectral_diffusion.taguchi.sweep_folder import SweepSpec
+
+    spec = _sweep_spec()
+    spec.save(tmp_path)
+    loaded = SweepSpec.load(tmp_path)
+    assert loaded.design.columns == spec.design.columns
+    assert loaded.design.interactions == spec.design.interactions == {("A", "B"): (2,)}
+    assert loaded.design.factor("B").levels == (1, 2) and loaded.design.replicate_labels == (0, 1)
+    assert loaded.overrides == spec.overrides
+
+
+def test_sweep_csvs_hold_the_analysis_numbers(tmp_path):
+    from spectral_diffusion.taguchi.sweep_folder import (
+        JobResult, read_results_csv, write_analysis, write_results_csv,
+    )
+
+    spec = _sweep_spec()
+    design = spec.design
+    values = [1.0 + 0.5 * run.row + 0.1 * run.replicate for run in design.runs()]
+    results = [JobResult(run.job, run.row, run.replicate, run.replicate, "ok", values[run.job], str(run.job))
+               for run in design.runs()]
+    results[3] = JobResult(3, 1, 1, 1, "failed", None, "3", "ValueError: boom")
+    write_results_csv(tmp_path / "results.csv", spec, results)
+    assert read_results_csv(tmp_path / "results.csv") == results
+    result, written = write_analysis(tmp_path, spec, results, tensorboard=False)
+    assert {p.name for p in written} >= {"analysis.md", "anova.csv", "response_tables.csv", "main_effects.png",
+                                         "interaction_A_x_B.png"}
+    with (tmp_path / "anova.csv").open() as handle:
+        anova = {row["source"]: row for row in csv.DictReader(handle)}
+    assert float(anova["A"]["ss"]) == pytest.approx(result.anova.row("A").sum_of_squares)
+    assert float(anova["total"]["ss"]) == pytest.approx(result.anova.total_sum_of_squares)
+    with (tmp_path / "response_tables.csv").open() as handle:
+        sn_rows = [r for r in csv.DictReader(handle) if r["table"] == "sn" and r["factor"] == "B"]
+    assert [float(r["level_mean"]) for r in sn_rows] == pytest.approx(result.response_tables["sn"].level_means["B"])
+    # The failed job is missing (filled by least squares under on_failure=record), never dropped.
+    assert "job 3 (row 1, replicate 1: no result)" in (tmp_path / "analysis.md").read_text()
+
+
+def test_confirmation_is_compared_with_the_prediction():
+    from spectral_diffusion.taguchi.sweep_folder import JobResult, confirm
+
+    spec = _sweep_spec()
+    values = [1.0 + 0.5 * run.row + 0.1 * run.replicate for run in spec.design.runs()]
+    result = analyze(spec.design, values, "smaller_is_better")
+    near = [JobResult(16 + i, -1, i, 2 + i, "ok", v, "x") for i, v in enumerate((1.0, 1.1))]
+    confirmation = confirm(result, result.best_levels, near)
+    # S/N of (1.0, 1.1) = -10 log10((1 + 1.21) / 2) = -0.4336 dB.
+    assert confirmation.observed == pytest.approx(-10 * math.log10((1.0 + 1.21) / 2))
+    assert confirmation.predicted == result.prediction.value
+    other = {**result.best_levels, "A": "a2" if result.best_levels["A"] == "a1" else "a1"}
+    assert confirm(result, other, near) is None
