@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from spectral_diffusion.cli import CONFIG_DIR
-from spectral_diffusion.pipeline import build
+from timing import compose_config, time_plain_steps
 
 VARIANTS = {
     "mse": ["loss=mse"],
@@ -33,41 +30,8 @@ VARIANTS = {
 
 
 def step_seconds(overrides: list[str], warmup: int, steps: int) -> tuple[list[float], int]:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="train", overrides=["paths.root_dir=.", "paths.output_dir=/tmp/sd-bench", *overrides])
-    torch.manual_seed(0)
-    components = build(cfg)
-    module, datamodule = components.module, components.datamodule
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=str(cfg.trainer.precision).startswith("bf16"))
-    optimizer = module.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    batches = iter(datamodule.train_dataloader())
-    module.train()
-
-    def step() -> None:
-        nonlocal batches
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(datamodule.train_dataloader())
-            batch = next(batches)
-        with autocast:
-            loss = module._common_step(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, float(cfg.trainer.gradient_clip_val or 1e9))
-        optimizer.step()
-        module.ema.update(module.model)
-
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times, datamodule.batch_size
+    times, components = time_plain_steps(compose_config(overrides), warmup, steps)
+    return times, components.datamodule.batch_size
 
 
 def main() -> None:

@@ -15,11 +15,10 @@ import sys
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 from lightning import Callback, Trainer
 
-from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.pipeline import build
+from timing import compose_config, time_plain_steps
 
 
 class StepTimer(Callback):
@@ -37,40 +36,9 @@ class StepTimer(Callback):
 
 
 def main(overrides: list[str], warmup: int = 20, steps: int = 100) -> None:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="train", overrides=["paths.root_dir=.", "paths.output_dir=/tmp/sd-bench",
-                                                       *overrides])
-    components = build(cfg)
-    module, datamodule = components.module, components.datamodule
-    batch_size = datamodule.batch_size
-    precision = cfg.trainer.precision
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=str(precision).startswith("bf16"))
-    optimizer = module.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    batches = iter(datamodule.train_dataloader())
-
-    def plain_step() -> None:
-        nonlocal batches
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(datamodule.train_dataloader())
-            batch = next(batches)
-        with autocast:
-            loss = module._common_step(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.model.parameters(), float(cfg.trainer.gradient_clip_val or 1e9))
-        optimizer.step()
-        module.ema.update(module.model)
-
-    for _ in range(warmup):
-        plain_step()
-    plain = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        plain_step()
-        plain.append(time.perf_counter() - start)
+    cfg = compose_config(overrides)
+    plain, components = time_plain_steps(cfg, warmup, steps)
+    module, batch_size, precision = components.module, components.datamodule.batch_size, cfg.trainer.precision
 
     timer = StepTimer()
     fresh = build(cfg)

@@ -1,0 +1,60 @@
+"""Shared by the benchmarks: compose a config and time plain optimisation steps of its module.
+
+A plain step is what ``Trainer.fit`` does per batch (forward under the configured autocast, loss,
+backward, gradient clipping, optimizer step, EMA update), without Lightning's loop around it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from spectral_diffusion.cli import CONFIG_DIR
+from spectral_diffusion.pipeline import Components, build
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose(config_name="train", overrides=["paths.root_dir=.", "paths.output_dir=/tmp/sd-bench",
+                                                       *overrides])
+
+
+def time_plain_steps(cfg: DictConfig, warmup: int, steps: int) -> tuple[list[float], Components]:
+    """Seconds of each of ``steps`` timed steps after ``warmup`` untimed ones, and the built components."""
+    torch.manual_seed(0)
+    components = build(cfg)
+    module, datamodule = components.module, components.datamodule
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=str(cfg.trainer.precision).startswith("bf16"))
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    clip = float(cfg.trainer.gradient_clip_val or 1e9)
+    batches = iter(datamodule.train_dataloader())
+    module.train()
+
+    def step() -> None:
+        nonlocal batches
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(datamodule.train_dataloader())
+            batch = next(batches)
+        with autocast:
+            loss = module._common_step(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, clip)
+        optimizer.step()
+        module.ema.update(module.model)
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times, components
