@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.pipeline import build, instantiate_checked, train

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from lightning import Trainer
-from omegaconf import open_dict
 
 from spectral_diffusion.callbacks import AtomicCheckpointIO
 from spectral_diffusion.module import NonFiniteLossError

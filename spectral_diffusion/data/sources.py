@@ -313,7 +313,7 @@ class RandomFields(ImageSource):
             torch.fft.fftfreq(size, dtype=torch.float64)[:, None],
             torch.fft.rfftfreq(size, dtype=torch.float64)[None, :],
         )
-        radius[0, 0] = 1.0  # placeholder so the power is finite; DC is zeroed below
+        radius[0, 0] = 1.0  # any finite radius: the DC amplitude is set to zero below
         amplitude = radius.pow(-self.beta / 2)
         amplitude[0, 0] = 0.0
         return amplitude
