@@ -203,8 +203,8 @@ def plot_main_effects(result: TaguchiResult, path: str | Path) -> Path:
     with the grand mean dashed."""
     tables = (result.response_tables["sn"], result.response_tables["mean"])
     factors = result.design.factor_names
-    figure = Figure(figsize=(2.4 * len(factors) + 1.0, 5.0))
-    axes = figure.subplots(2, len(factors), sharey="row", squeeze=False)
+    figure = Figure(figsize=(2.4 * len(factors) + 1.0, 5.0), layout="constrained")
+    axes = figure.subplots(2, len(factors), sharey="row", sharex="col", squeeze=False)
     for row, (table, label) in enumerate(zip(tables, ("S/N (dB)", "mean"))):
         grand = float(np.mean([table.level_means[f].mean() for f in factors]))
         for column, factor in enumerate(factors):
@@ -213,9 +213,12 @@ def plot_main_effects(result: TaguchiResult, path: str | Path) -> Path:
             ax.plot(range(len(means)), means, marker="o")
             ax.axhline(grand, linestyle="--", linewidth=0.8, color="grey")
             ax.set_xticks(range(len(means)))
-            ax.set_xticklabels([_short(v) for v in table.level_values[factor]], rotation=30, ha="right")
+            ax.set_xlim(-0.4, len(means) - 0.6)
             if row == 0:
                 ax.set_title(factor)
+                ax.tick_params(labelbottom=False)  # level names once, under the bottom row
+            else:
+                ax.set_xticklabels([_short(v) for v in table.level_values[factor]], rotation=20, ha="right")
         axes[row, 0].set_ylabel(label)
     figure.suptitle(f"Main effects ({result.design.array.name}, {result.sn_type})")
     return _save(figure, path)
