@@ -397,11 +397,18 @@ def _model_matrix(design: Design, terms: Sequence[str] | None = None) -> np.ndar
     """Row-level model matrix: intercept, treatment dummies of each factor, and products of dummies
     for each interaction; ``terms`` restricts it to some terms (all by default)."""
     names = set(design.factor_names) | set(design.interaction_names) if terms is None else set(terms)
+    return _model_columns(design, {f.name: design.level_indices(f.name) for f in design.factors}, names)
+
+
+def _model_columns(design: Design, level_indices: Mapping[str, np.ndarray], names: set[str]) -> np.ndarray:
+    """Treatment-coded model matrix of the level combinations in ``level_indices`` (factor → level
+    index per combination), with the terms in ``names``; shared by the array rows and single points."""
+    count = len(next(iter(level_indices.values())))
     dummies = {
-        f.name: [(design.level_indices(f.name) == level).astype(np.float64) for level in range(1, f.n_levels)]
+        f.name: [(np.asarray(level_indices[f.name]) == level).astype(np.float64) for level in range(1, f.n_levels)]
         for f in design.factors
     }
-    columns = [np.ones(design.n_rows)]
+    columns = [np.ones(count)]
     for factor in design.factor_names:
         if factor in names:
             columns.extend(dummies[factor])
@@ -662,16 +669,8 @@ def _prediction_leverage(
 
 def _point_row(design: Design, terms: Sequence[str], levels: Mapping[str, int]) -> np.ndarray:
     """The model-matrix row of a factor-level combination (which need not be a row of the array)."""
-    names = set(terms)
-    entries = [1.0]
-    dummies = {f.name: [float(levels.get(f.name) == l) for l in range(1, f.n_levels)] for f in design.factors}
-    for factor in design.factor_names:
-        if factor in names:
-            entries.extend(dummies[factor])
-    for a, b in design.interactions:
-        if interaction_name(a, b) in names:
-            entries.extend(x * y for x in dummies[a] for y in dummies[b])
-    return np.array(entries)
+    point = {f.name: np.array([-1 if levels.get(f.name) is None else levels[f.name]]) for f in design.factors}
+    return _model_columns(design, point, set(terms))[0]
 
 
 def _interaction_effect(
