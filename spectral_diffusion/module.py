@@ -54,6 +54,7 @@ class DiffusionModule(LightningModule):
         self.image_shape = tuple(int(v) for v in image_shape)
         self.config = config
         self.network_evaluations = 0
+        self.first_step = 0  # the step training (re)started from: 0, or a resumed checkpoint's step
 
     # --- network ------------------------------------------------------------------------------
     def forward(self, x_t: Tensor, t: Tensor, use_ema: bool = False, x0_condition: Tensor | None = None) -> Tensor:
@@ -125,6 +126,9 @@ class DiffusionModule(LightningModule):
             # per-term values and, with Kendall weighting, the learned log-variances and weights
             self.log_dict({f"train/loss_{name}": value for name, value in self.loss_fn.last_values.items()})
         return loss
+
+    def on_train_start(self) -> None:
+        self.first_step = self.global_step  # a resumed checkpoint is restored by now
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         # Update the EMA right after the weights change, inside the step: callbacks such as

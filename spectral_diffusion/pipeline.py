@@ -178,7 +178,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate_checked(cfg.trainer, callbacks=callbacks, logger=logger,
                                      plugins=[AtomicCheckpointIO()])
 
-    start_step = 0 if ckpt_path is None else int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"])
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - started
@@ -187,7 +186,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return {}
 
-    steps_done = trainer.global_step - start_step
+    steps_done = trainer.global_step - module.first_step
     metrics: dict[str, Any] = {
         "global_step": trainer.global_step,
         "train_seconds": train_seconds,
