@@ -1,6 +1,22 @@
 """Denoiser backbones: plain networks ``f(x, noise_level) -> prediction`` that know nothing of
 noise schedules, and the layers they are built from."""
 
+from spectral_diffusion.models.band_layers import (
+    BandFiLM,
+    BandHeadConv2d,
+    FrequencyAttention,
+    SpectralBandAttention,
+)
+from spectral_diffusion.models.complex_layers import (
+    ComplexConv2d,
+    ComplexGroupNorm,
+    CReLU,
+    ModReLU,
+    SpectralConv2d,
+    SpectralMultiplier,
+    spectral_downsample,
+    spectral_upsample,
+)
 from spectral_diffusion.models.layers import (
     AttentionBlock,
     Downsample,
@@ -10,14 +26,29 @@ from spectral_diffusion.models.layers import (
     sinusoidal_timestep_embedding,
 )
 from spectral_diffusion.models.unet import UNet, UNetTiny
+from spectral_diffusion.models.unet_spectral import UNetHybrid, UNetSpectral
 
 __all__ = [
     "AttentionBlock",
+    "BandFiLM",
+    "BandHeadConv2d",
+    "CReLU",
+    "ComplexConv2d",
+    "ComplexGroupNorm",
     "Downsample",
+    "FrequencyAttention",
+    "ModReLU",
     "ResBlock",
+    "SpectralBandAttention",
+    "SpectralConv2d",
+    "SpectralMultiplier",
     "TimestepEmbedding",
     "UNet",
+    "UNetHybrid",
+    "UNetSpectral",
     "UNetTiny",
     "Upsample",
     "sinusoidal_timestep_embedding",
+    "spectral_downsample",
+    "spectral_upsample",
 ]

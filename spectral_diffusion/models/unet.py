@@ -9,6 +9,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from spectral_diffusion.models.band_layers import (
+    BandHeadConv2d,
+    FrequencyAttention,
+    check_band_heads,
+)
 from spectral_diffusion.models.layers import (
     AttentionBlock,
     Downsample,
@@ -36,10 +41,38 @@ def _positive_int_tuple(
     return tuple(_positive_int(f"{key}[{index}]", value) for index, value in enumerate(values))
 
 
-class ResAttentionBlock(nn.Module):
-    """A ResBlock, followed by self-attention at the resolutions where the UNet asks for it."""
+def check_inputs(model: nn.Module, x: Tensor, noise_level: Tensor | float) -> Tensor:
+    """Validate ``x`` against the model's (in_channels, image_size, image_size) and return the noise level as
+    a (B,) tensor (a scalar is broadcast to the batch)."""
+    expected = (model.in_channels, model.image_size, model.image_size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"{type(model).__name__} expects input of shape (B, {', '.join(map(str, expected))}), "
+                         f"got {tuple(x.shape)}")
+    noise_level = torch.as_tensor(noise_level, device=x.device)
+    if noise_level.ndim == 0:
+        noise_level = noise_level.expand(x.shape[0])
+    if noise_level.shape != (x.shape[0],):
+        raise ValueError(f"noise_level must have shape ({x.shape[0]},) or be a scalar, got {tuple(noise_level.shape)}")
+    return noise_level
 
-    def __init__(self, res_block: ResBlock, attention: AttentionBlock | None):
+
+def output_conv(channels: int, out_channels: int, image_size: int, band_heads: int) -> nn.Conv2d:
+    """The zero-initialised output conv (improved DDPM: training starts from the zero prediction); with
+    ``band_heads`` K > 1, K band-specific heads (``BandHeadConv2d``), each restricted to one radial band."""
+    if band_heads == 1:
+        conv = nn.Conv2d(channels, out_channels, kernel_size=3, padding=1)
+    else:
+        conv = BandHeadConv2d(channels, out_channels, image_size, band_heads)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class ResAttentionBlock(nn.Module):
+    """A residual block, followed by attention where the network asks for it (pixel self-attention in the
+    UNet, spectral attention in the spectral UNet)."""
+
+    def __init__(self, res_block: nn.Module, attention: nn.Module | None):
         super().__init__()
         self.res_block = res_block
         self.attention = attention
@@ -50,11 +83,14 @@ class ResAttentionBlock(nn.Module):
 
 
 class UNetLevel(nn.Module):
-    """The blocks of one resolution of the down or up path, and the resampling that ends it."""
+    """The blocks of one resolution of the down or up path, optional frequency attention after them, and the
+    resampling that ends it."""
 
-    def __init__(self, blocks: list[ResAttentionBlock], resample: nn.Module | None):
+    def __init__(self, blocks: list[nn.Module], resample: nn.Module | None,
+                 frequency_attention: nn.Module | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
+        self.frequency_attention = frequency_attention
         self.resample = resample
 
 
@@ -83,6 +119,11 @@ class UNet(nn.Module):
         dropout: dropout probability inside every ResBlock, in [0, 1).
         groups: GroupNorm groups; must divide every channel count.
         use_scale_shift_norm: FiLM conditioning of the ResBlocks instead of an additive embedding.
+        freq_attention: insert a ``FrequencyAttention`` block (attention across radial bands of each channel's
+            power spectrum, re-weighting the bands) after the blocks of every level of the down and up paths,
+            before the resampling, and after the middle block. ``False`` leaves the network as without it.
+        freq_attention_bands: radial bands K of every frequency attention block (equal width in |f|).
+        band_heads: K band-specific output heads (``BandHeadConv2d``); 1 is the plain output conv.
     """
 
     def __init__(
@@ -99,6 +140,9 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         groups: int = 8,
         use_scale_shift_norm: bool = False,
+        freq_attention: bool = False,
+        freq_attention_bands: int = 4,
+        band_heads: int = 1,
     ):
         super().__init__()
         in_channels = _positive_int("model.in_channels", in_channels)
@@ -116,6 +160,10 @@ class UNet(nn.Module):
         )
         num_heads = _positive_int("model.num_heads", num_heads)
         groups = _positive_int("model.groups", groups)
+        if not isinstance(freq_attention, bool):
+            raise ConfigError(f"model.freq_attention={freq_attention!r} is invalid; choose one of [True, False]")
+        freq_attention_bands = _positive_int("model.freq_attention_bands", freq_attention_bands)
+        band_heads = check_band_heads(band_heads)
         check_positive("model.dropout", dropout, strict=False)
         if dropout >= 1:
             raise ConfigError(f"model.dropout={dropout!r} is invalid; it must lie in [0, 1)")
@@ -163,6 +211,11 @@ class UNet(nn.Module):
             attention_block = AttentionBlock(block_out, num_heads=num_heads, groups=groups)
             return ResAttentionBlock(res_block, attention_block)
 
+        def make_frequency_attention(block_channels: int, resolution: int) -> FrequencyAttention | None:
+            if not freq_attention:
+                return None
+            return FrequencyAttention(block_channels, resolution, freq_attention_bands)
+
         self.time_embedding = TimestepEmbedding(base_channels, time_embed_dim)
         self.conv_in = nn.Conv2d(in_channels, base_channels, kernel_size=3, padding=1)
 
@@ -179,7 +232,7 @@ class UNet(nn.Module):
             if level < num_downsamplings:
                 downsample = Downsample(channels)
                 skip_channels.append(channels)
-            self.down_levels.append(UNetLevel(blocks, downsample))
+            self.down_levels.append(UNetLevel(blocks, downsample, make_frequency_attention(channels, resolution)))
 
         self.middle = nn.ModuleList(
             [
@@ -187,6 +240,7 @@ class UNet(nn.Module):
                 make_block(channels, channels, False),
             ]
         )
+        self.middle_frequency_attention = make_frequency_attention(channels, resolutions[-1])
 
         self.up_levels = nn.ModuleList()
         for level in reversed(range(len(channel_mults))):
@@ -197,33 +251,15 @@ class UNet(nn.Module):
                 blocks.append(make_block(block_in, level_out, resolution in attention_resolutions))
                 channels = level_out
             upsample = Upsample(channels) if level > 0 else None
-            self.up_levels.append(UNetLevel(blocks, upsample))
+            self.up_levels.append(UNetLevel(blocks, upsample, make_frequency_attention(channels, resolution)))
 
-        self.out = nn.Sequential(
-            nn.GroupNorm(groups, channels),
-            nn.SiLU(),
-            nn.Conv2d(channels, out_channels, kernel_size=3, padding=1),
-        )
-        # Zero output conv (improved DDPM): training starts from the zero prediction.
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.out = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
+                                 output_conv(channels, out_channels, image_size, band_heads))
 
     def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
         """``x``: (B, in_channels, image_size, image_size); ``noise_level``: (B,) or a scalar,
         roughly in [0, 1000]. Returns (B, out_channels, image_size, image_size)."""
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"UNet expects input of shape (B, {', '.join(map(str, expected))}), "
-                             f"got {tuple(x.shape)}")
-        noise_level = torch.as_tensor(noise_level, device=x.device)
-        if noise_level.ndim == 0:
-            noise_level = noise_level.expand(x.shape[0])
-        if noise_level.shape != (x.shape[0],):
-            raise ValueError(
-                f"noise_level must have shape ({x.shape[0]},) or be a scalar, "
-                f"got {tuple(noise_level.shape)}"
-            )
-
+        noise_level = check_inputs(self, x, noise_level)
         time_embedding = self.time_embedding(noise_level)
         h = self.conv_in(x)
         skips = [h]
@@ -231,14 +267,21 @@ class UNet(nn.Module):
             for block in level.blocks:
                 h = block(h, time_embedding)
                 skips.append(h)
+            if level.frequency_attention is not None:
+                h = level.frequency_attention(h)
+                skips[-1] = h
             if level.resample is not None:
                 h = level.resample(h)
                 skips.append(h)
         for block in self.middle:
             h = block(h, time_embedding)
+        if self.middle_frequency_attention is not None:
+            h = self.middle_frequency_attention(h)
         for level in self.up_levels:
             for block in level.blocks:
                 h = block(torch.cat([h, skips.pop()], dim=1), time_embedding)
+            if level.frequency_attention is not None:
+                h = level.frequency_attention(h)
             if level.resample is not None:
                 h = level.resample(h)
         return self.out(h)

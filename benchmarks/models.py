@@ -1,0 +1,149 @@
+"""Backbones compared: parameters, training images/s, DDIM sampling s/image, and FID and spectral-slope
+difference after equal wall-clock training.
+
+    python benchmarks/models.py --out bench-models                         # six variants, 10 min each
+    python benchmarks/models.py --jobs 2 --threads 1 --out bench-models    # two trainings at a time
+    python benchmarks/models.py --models unet,unet_hybrid --budget-minutes 0.2 --out /tmp/b -- debug=default
+
+Phase 1 (per model, in this process): parameter count, median plain training step (forward under the
+configured autocast, loss, backward, clipping, Adam, EMA; ``timing.time_plain_steps``) as images/s, and
+seconds per image of DDIM with 50 steps. Phase 2: one ``sd-train`` subprocess per model with
+``trainer.max_steps = budget / step time`` (so the learning-rate schedule completes) and
+``trainer.max_time = budget`` as a hard cap, each in its own run folder; its metrics.json gives the FID and
+the spectral slopes of the generated and the held-out real images (the evaluation battery's
+``spectral_slope_fake`` / ``spectral_slope_real``: β of P(f) ∝ |f|^−β, ``metrics.spectral.fit_spectral_slope``).
+A model whose run folder already holds metrics.json is not trained again (resume). Results: results.csv and
+results.md in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from timing import compose_config, time_plain_steps
+
+
+VARIANTS: dict[str, list[str]] = {
+    "unet_tiny": ["model=unet_tiny"],
+    "unet": ["model=unet"],
+    "unet_freq_attention": ["model=unet", "model.freq_attention=true"],
+    "unet_spectral_complex": ["model=unet_spectral", "model.complex_mode=complex"],
+    "unet_spectral_dual_real": ["model=unet_spectral", "model.complex_mode=dual_real"],
+    "unet_hybrid": ["model=unet_hybrid"],
+}
+COLUMNS = ["model", "parameters", "train_images_per_s", "step_ms", "sample_s_per_image", "budget_s", "max_steps",
+           "steps_done", "train_seconds", "fid_name", "fid", "slope_generated", "slope_real", "slope_difference"]
+
+
+def measure(name: str, overrides: list[str], warmup: int, steps: int, sample_images: int) -> dict:
+    """Phase 1: parameters, median step time, DDIM-50 seconds per image."""
+    cfg = compose_config([*VARIANTS[name], *overrides, "sampler=ddim", "sampler.steps=50"])
+    times, components = time_plain_steps(cfg, warmup, steps)
+    module, batch_size = components.module, components.datamodule.batch_size
+    step = statistics.median(times)
+    started = time.perf_counter()
+    module.generate(sample_images, seed=0, batch_size=sample_images)
+    sample_seconds = (time.perf_counter() - started) / sample_images
+    return {"model": name, "parameters": module.num_parameters(), "train_images_per_s": batch_size / step,
+            "step_ms": 1e3 * step, "sample_s_per_image": sample_seconds}
+
+
+def train_run(name: str, overrides: list[str], run_dir: Path, budget_s: float, step_ms: float, threads: int,
+              summary_csv: Path) -> dict:
+    """Phase 2: one sd-train subprocess with an equal wall-clock budget; returns its metrics.json."""
+    max_steps = max(1, int(budget_s / (step_ms / 1e3)))
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        seconds = max(1, math.ceil(budget_s))
+        max_time = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        command = [sys.executable, "-m", "spectral_diffusion.cli.train", *VARIANTS[name], *overrides,
+                   f"hydra.run.dir={run_dir}", f"trainer.max_steps={max_steps}", f"+trainer.max_time={max_time}",
+                   f"paths.summary_csv={summary_csv}", "trainer.enable_progress_bar=false"]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir.parent / f"{name}.log", "w") as log:
+            result = subprocess.run(command, check=False, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            raise RuntimeError(f"sd-train for {name} failed (exit {result.returncode}); see {log.name}")
+    metrics = json.loads(metrics_path.read_text())
+    metrics["max_steps"] = max_steps
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
+    parser.add_argument("--budget-minutes", type=float, default=10.0, help="training wall clock per model")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run concurrently")
+    parser.add_argument("--out", type=Path, required=True, help="results folder (resumable)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per model")
+    parser.add_argument("--sample-images", type=int, default=64)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
+    args = parser.parse_args()
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--models {unknown} unknown; choose from {list(VARIANTS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+
+    phase1_path = args.out / "phase1.json"
+    phase1 = json.loads(phase1_path.read_text()) if phase1_path.is_file() else {}
+    for name in names:
+        if name not in phase1:
+            phase1[name] = measure(name, args.overrides, args.warmup, args.steps, args.sample_images)
+            phase1_path.write_text(json.dumps(phase1, indent=2) + "\n")
+        print(f"{name:26s} {phase1[name]['parameters']:>9,d} params  {phase1[name]['train_images_per_s']:8.1f} img/s"
+              f"  {phase1[name]['sample_s_per_image'] * 1e3:8.2f} ms/img (DDIM 50)", flush=True)
+
+    budget_s = 60.0 * args.budget_minutes
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {name: pool.submit(train_run, name, args.overrides, args.out / "runs" / name, budget_s,
+                                     phase1[name]["step_ms"], args.threads, args.out / "summary.csv")
+                   for name in names}
+        runs = {name: future.result() for name, future in futures.items()}
+
+    rows = []
+    for name in names:
+        metrics = runs[name]
+        rows.append({**phase1[name], "budget_s": budget_s, "max_steps": metrics["max_steps"],
+                     "steps_done": metrics["global_step"], "train_seconds": metrics["train_seconds"],
+                     "fid_name": metrics.get("objective_name", ""), "fid": metrics.get("objective", math.nan),
+                     "slope_generated": metrics.get("spectral_slope_fake", math.nan),
+                     "slope_real": metrics.get("spectral_slope_real", math.nan),
+                     "slope_difference": metrics.get("spectral_slope_fake", math.nan)
+                     - metrics.get("spectral_slope_real", math.nan)})
+    write_results(args.out, rows)
+
+
+def write_results(out: Path, rows: list[dict]) -> None:
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({key: row[key] for key in COLUMNS} for row in rows)
+    fid_name = rows[0]["fid_name"] if rows else "fid"
+    lines = [f"| model | parameters | train img/s | DDIM-50 s/img | steps | {fid_name} | slope diff |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['parameters'] / 1e6:.2f} M | {row['train_images_per_s']:.0f} | "
+                     f"{row['sample_s_per_image']:.4f} | {row['steps_done']} | {row['fid']:.2f} | "
+                     f"{row['slope_difference']:+.3f} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
