@@ -54,6 +54,7 @@ class DiffusionModule(LightningModule):
         self.image_shape = tuple(int(v) for v in image_shape)
         self.config = config
         self.network_evaluations = 0
+        self.last_sampling_info: dict = {}  # what the sampler reported in the last ``generate`` (nfe, ...)
         self.first_step = 0  # the step training (re)started from: 0, or a resumed checkpoint's step
 
     # --- network ------------------------------------------------------------------------------
@@ -161,11 +162,16 @@ class DiffusionModule(LightningModule):
     @torch.no_grad()
     def generate(self, num_samples: int, *, sampler=None, seed: int = 0, batch_size: int = 256,
                  use_ema: bool = True, progress=None) -> Tensor:
-        """``num_samples`` images in [-1, 1]; sample i depends only on (seed, i), not on batching."""
+        """``num_samples`` images in [-1, 1]; sample i depends only on (seed, i), not on batching.
+
+        Afterwards ``last_sampling_info`` holds what the sampler reported per batch (``"<key>_per_batch"``
+        lists) and summaries: ``"nfe"`` (mean network evaluations per sample), ``"batches"`` and, from
+        ``deq``, ``"iterations"`` (max) and ``"residual"`` (max).
+        """
         sampler = sampler or self.sampler
         was_training = self.training
         self.eval()
-        batches = []
+        batches, reports = [], []
         if progress is not None:
             progress(0, num_samples)
         for start in range(0, num_samples, batch_size):
@@ -173,9 +179,16 @@ class DiffusionModule(LightningModule):
             generators = sample_generators(seed, start, count)
             x_T = self.process.prior((count, *self.image_shape), generators, device=self.device)
             denoise = self.self_conditioned_denoiser(use_ema=use_ema)
-            batches.append(sampler(denoise, self.process, x_T, generator=generators).clamp(-1, 1).cpu())
+            reports.append({})
+            batches.append(sampler(denoise, self.process, x_T, generator=generators, info=reports[-1])
+                           .clamp(-1, 1).cpu())
             if progress is not None:
                 progress(start + count, num_samples)
+        self.last_sampling_info = {"batches": len(reports)}
+        for key in sorted({key for report in reports for key in report}):
+            values = [report[key] for report in reports if key in report]
+            self.last_sampling_info[f"{key}_per_batch"] = values
+            self.last_sampling_info[key] = sum(values) / len(values) if key == "nfe" else max(values)
         self.train(was_training)
         return torch.cat(batches) if batches else torch.empty(0, *self.image_shape)
 

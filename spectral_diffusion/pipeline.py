@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_diffusion.callbacks import AtomicCheckpointIO, log_grid
-from spectral_diffusion.diffusion.samplers import validate_sampler
+from spectral_diffusion.diffusion.samplers import deq, validate_sampler
 from spectral_diffusion.module import DiffusionModule
 from spectral_diffusion.utils.images import save_grid, save_samples_npz
 from spectral_diffusion.utils.summary import append_row, git_commit
@@ -61,13 +61,20 @@ def build(cfg: DictConfig | dict) -> Components:
     datamodule = instantiate_checked(cfg.data)
     datamodule.setup()
     process = instantiate_checked(cfg.noise)
+    # the image size check of the basis and, for equalized noise, w(f) from the datamodule's cached S_data
+    process.prepare(datamodule)
     loss = instantiate_checked(cfg.loss)
+    process.check_prediction(loss.prediction)
     if hasattr(loss, "prepare"):
         # checks against the image size and the data spectrum S_data, estimated once from the training split
         loss.prepare(datamodule.train_images)
     model = instantiate_checked(cfg.model, **_self_conditioning_channels(cfg, loss, datamodule.image_shape))
     sampler = instantiate_checked(cfg.sampler)
     validate_sampler(sampler, process)
+    if getattr(sampler, "func", sampler) is deq and float(getattr(loss, "self_conditioning", 0.0)) > 0:
+        raise ConfigError("sampler=deq solves every step at once, so it cannot feed each step the previous x̂0: "
+                          "set loss.self_conditioning=0 or choose another sampler (ddim, ddpm, dpm_solver_pp, "
+                          "euler, heun)")
     module = DiffusionModule(
         model=model,
         process=process,
@@ -206,7 +213,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     batches = math.ceil(int(evaluation.num_samples) / int(evaluation.batch_size))
     metrics["sample_seconds"] = sample_seconds
     metrics["sample_seconds_per_image"] = sample_seconds / max(1, len(samples))
-    metrics["sampler_nfe"] = module.network_evaluations // max(1, batches)
+    metrics["sampler_nfe"] = module.last_sampling_info.get("nfe", module.network_evaluations // max(1, batches))
     save_samples_npz(samples, output_dir / "samples.npz", seed=int(evaluation.seed))
     save_grid(samples[: int(evaluation.grid_size)], output_dir / "samples.png")
     log_grid(trainer, "samples/final", samples[: int(evaluation.grid_size)], trainer.global_step)

@@ -467,3 +467,21 @@ def test_adaptive_optimizer_needs_no_learning_rate(tmp_path, cache_dir):
         (weights - target).square().sum().backward()
         optimizer.step()
     assert (weights - target).square().sum().item() < 0.05 * start
+
+
+def test_flow_velocity_error_scale_on_a_vp_path_uses_the_process_derivatives():
+    """Under a VP process the velocity u = A' x0 + S' ε; its error is d/σ times the x0 error, d = A S' − S A'."""
+    from spectral_diffusion.losses.weighting import per_sample_flow_determinant
+
+    process = GaussianProcess(CosineSchedule())
+    t = torch.tensor([0.2, 0.5, 0.9])
+    x0, eps, x0_hat = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    x_t = process.q_sample(x0, t, eps)
+    u = process.target(x0, eps, t, "flow")
+    u_hat = process.target(x0_hat, process.eps_from_x0(x_t, t, x0_hat), t, "flow")
+    ratio = (u_hat - u).square().flatten(1).sum(1) / (x0_hat - x0).square().flatten(1).sum(1)
+    alpha, sigma = process.coefficients(t, x0)
+    determinant = per_sample_flow_determinant(process, t, x0)
+    expected = x0_error_scale("flow", alpha.flatten().double(), sigma.flatten().double(), determinant)
+    torch.testing.assert_close(ratio.double(), expected, rtol=1e-4, atol=0)
+    assert not torch.allclose(expected, x0_error_scale("flow", alpha.flatten().double(), sigma.flatten().double()))

@@ -222,41 +222,53 @@ def factor_builds(tmp_path_factory, cache_dir):
 
 
 def test_default_factors_cover_noise_model_sampler_loss_optimizer():
-    assert list(_default_factors()) == ["noise/schedule", "model", "sampler", "loss", "optimizer"]
+    assert list(_default_factors()) == ["noise", "model.freq_attention", "sampler", "loss", "optimizer"]
 
 
-def test_noise_schedule_changes_the_process_coefficients(factor_builds):
-    like = torch.zeros(3, 1, 8, 8)
+def test_noise_changes_the_training_noise_and_the_prior(factor_builds):
+    (_, gaussian), (_, equalized) = factor_builds["noise"]
     t = torch.tensor([0.1, 0.5, 0.9])
-    (_, cosine), (_, linear) = factor_builds["noise/schedule"]
-    alpha_cos, sigma_cos = cosine.process.coefficients(t, like)
-    alpha_lin, sigma_lin = linear.process.coefficients(t, like)
-    assert (alpha_cos - alpha_lin).abs().max() > 1e-2 and (sigma_cos - sigma_lin).abs().max() > 1e-2
+    like = equalized.process.to_basis(torch.zeros(3, 1, 8, 8))
+    _, s_white = gaussian.process.coefficients(t, like)
+    _, s_equalized = equalized.process.coefficients(t, like)
+    # white: one σ(t) per sample; equalized: σ(t)·w(f), more noise where the data have more power
+    assert torch.broadcast_to(s_white, like.shape).flatten(1).std(1).max() == 0
+    assert torch.broadcast_to(s_equalized, like.shape).flatten(1).std(1).min() > 1e-2
+    generator = torch.Generator().manual_seed(0)
+    prior_white = gaussian.process.prior((2, 1, 8, 8), generator)
+    prior_equalized = equalized.process.prior((2, 1, 8, 8), torch.Generator().manual_seed(0))
+    assert (prior_white - prior_equalized).abs().max() > 1e-2
 
 
-def test_model_changes_the_network_output(factor_builds):
+def test_freq_attention_changes_the_network_output(factor_builds):
     x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     t = torch.full((4,), 0.5)
-    (_, tiny), (_, unet) = factor_builds["model"]
-    assert type(tiny.model).__name__ != type(unet.model).__name__
+    (_, plain), (_, attention) = factor_builds["model.freq_attention"]
+    assert plain.num_parameters() < attention.num_parameters()
     with torch.no_grad():
-        # Both output convolutions start at zero (DDPM init); give every weight the same random rule.
-        for module in (tiny, unet):
-            generator = torch.Generator().manual_seed(0)
-            for p in module.model.parameters():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
-        assert (tiny(x, t) - unet(x, t)).abs().max() > 1e-3
+        # Output convolutions and the attention's output projection start at zero: give every weight of the
+        # shared layers the same random values and the attention blocks random ones.
+        generator = torch.Generator().manual_seed(0)
+        for p in attention.model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+        plain.model.load_state_dict(attention.model.state_dict(), strict=False)
+        assert (plain(x, t) - attention(x, t)).abs().max() > 1e-3
 
 
 def test_sampler_changes_the_trajectory(factor_builds):
-    (cfg_ddim, ddim), (_, ddpm) = factor_builds["sampler"]
-    assert int(cfg_ddim.sampler.steps) == int(ddpm.sampler.keywords["steps"])
+    (cfg_ddim, ddim), (_, dpm) = factor_builds["sampler"]
+    assert int(cfg_ddim.sampler.steps) == int(dpm.sampler.keywords["steps"])
     module = ddim  # one network; only the sampling rule differs
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        for p in module.model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+        module.ema.module.load_state_dict(module.model.state_dict())
     x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         out_ddim = ddim.sampler(module.denoise, module.process, x_T.clone(), generator=torch.Generator().manual_seed(3))
-        out_ddpm = ddpm.sampler(module.denoise, module.process, x_T.clone(), generator=torch.Generator().manual_seed(3))
-    assert (out_ddim - out_ddpm).abs().max() > 1e-2
+        out_dpm = dpm.sampler(module.denoise, module.process, x_T.clone(), generator=torch.Generator().manual_seed(3))
+    assert (out_ddim - out_dpm).abs().max() > 1e-2
 
 
 def test_loss_changes_the_loss_value(factor_builds):

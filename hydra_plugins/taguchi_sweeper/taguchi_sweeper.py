@@ -13,20 +13,20 @@ from omegaconf import DictConfig
 
 
 def _default_factors() -> Dict[str, Any]:
-    # The first seed's L8 (DESIGN.md): D and E are the design's own factors; A, B and C stand in for
-    # noise gaussian/equalized, model.freq_attention false/true and sampler ddim/dpm_solver_pp until
-    # those options exist. Each factor changes what is computed (tests/test_taguchi_sweeper.py).
+    # The first seed's L8 (DESIGN.md): A noise gaussian/equalized, B frequency attention off/on, C sampler
+    # DDIM/DPM-Solver++ 2M, D loss, E optimizer. Each factor changes what is computed
+    # (tests/test_taguchi_sweeper.py).
     return {
-        "noise/schedule": ["cosine", "linear"],
-        "model": ["unet_tiny", "unet"],
-        "sampler": ["ddim", "ddpm"],
+        "noise": ["gaussian", "equalized"],
+        "model.freq_attention": [False, True],
+        "sampler": ["ddim", "dpm_solver_pp"],
         "loss": ["mse", "frequency_balanced"],
         "optimizer": ["adam", "adaptive"],
     }
 
 
 def _default_fixed() -> List[str]:
-    # About 1.5 minutes per job on a 2-core CPU; both samplers get the same number of steps.
+    # About 1.5 to 2.5 minutes per job on a 2-core CPU; both samplers get the same number of steps.
     return [
         "trainer.max_steps=1000",
         "trainer.val_check_interval=500",

@@ -12,6 +12,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from spectral_diffusion.data.image_set import check_positive_int
+from spectral_diffusion.spectral.frequency import data_power_spectrum
 from spectral_diffusion.utils.validation import ConfigError, check_range
 
 
@@ -151,6 +152,13 @@ class DiffusionDataModule(LightningDataModule):
     @property
     def class_names(self) -> tuple[str, ...] | None:
         return self._loaded()._class_names
+
+    def power_spectrum(self) -> torch.Tensor:
+        """S_data on the orthonormal rfft2 grid (H, W//2+1), float64: the training split's radially averaged
+        power spectrum (``spectral.data_power_spectrum``, radii from fftfreq), computed once and cached."""
+        if getattr(self, "_power_spectrum", None) is None:
+            self._power_spectrum = data_power_spectrum(self.train_images)
+        return self._power_spectrum
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

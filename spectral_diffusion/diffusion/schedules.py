@@ -41,6 +41,21 @@ class Schedule(ABC):
     def continuous_alpha_bar(self, t: Tensor) -> Tensor:
         """ᾱ(t) of the continuous schedule (float64, before clamping)."""
 
+    @abstractmethod
+    def alpha_bar_derivative(self, t: Tensor) -> Tensor:
+        """dᾱ/dt of the continuous schedule (float64, before clamping).
+
+        A discrete schedule has no derivative; ODE samplers use that of its continuous counterpart
+        (the same β range or cosine offset with T → ∞), which the discrete ᾱ_i follow to O(1/T).
+        """
+
+    def betas_of_continuous_form(self, max_beta: float) -> Tensor:
+        """β_i = 1 − ᾱ(i/T)/ᾱ((i − 1)/T) of the continuous form, clipped at ``max_beta`` (Nichol & Dhariwal
+        2021, §3.2), for schedules defined by ᾱ(t) rather than by β."""
+        t = torch.arange(self.timesteps + 1, dtype=torch.float64) / self.timesteps
+        alpha_bar = self.continuous_alpha_bar(t)
+        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+
     def alpha_bar(self, t: Tensor) -> Tensor:
         """ᾱ(t) in float64 (callers cast); t = 0 gives exactly 1."""
         t = torch.as_tensor(t, dtype=torch.float64)
@@ -113,6 +128,12 @@ class LinearSchedule(Schedule):
         beta_min, beta_max = self.timesteps * self.beta_start, self.timesteps * self.beta_end
         return torch.exp(-(beta_min * t + 0.5 * (beta_max - beta_min) * t * t))
 
+    def alpha_bar_derivative(self, t: Tensor) -> Tensor:
+        """dᾱ/dt = −β(t) ᾱ(t), β(t) = β_min + (β_max − β_min) t (Song et al. 2021, eq. 33)."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        beta_min, beta_max = self.timesteps * self.beta_start, self.timesteps * self.beta_end
+        return -(beta_min + (beta_max - beta_min) * t) * self.continuous_alpha_bar(t)
+
     def __repr__(self) -> str:
         kind = "discrete" if self.discrete else "continuous"
         return f"LinearSchedule({self.beta_start}, {self.beta_end}, T={self.timesteps}, {kind})"
@@ -137,11 +158,46 @@ class CosineSchedule(Schedule):
     def continuous_alpha_bar(self, t: Tensor) -> Tensor:
         return self._f(t) / self._f(torch.zeros_like(t))
 
+    def alpha_bar_derivative(self, t: Tensor) -> Tensor:
+        """dᾱ/dt = −(π/2)/(1 + s) · sin(π (t + s)/(1 + s)) / f(0), the derivative of eq. 17."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        angle = (t + self.s) / (1 + self.s) * math.pi
+        return -(math.pi / 2) / (1 + self.s) * torch.sin(angle) / self._f(torch.zeros_like(t))
+
     def discrete_betas(self) -> Tensor:
-        t = torch.arange(self.timesteps + 1, dtype=torch.float64) / self.timesteps
-        alpha_bar = self.continuous_alpha_bar(t)
-        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=self.max_beta)
+        return self.betas_of_continuous_form(self.max_beta)
 
     def __repr__(self) -> str:
         kind = "discrete" if self.discrete else "continuous"
         return f"CosineSchedule(s={self.s}, T={self.timesteps}, {kind})"
+
+
+class RectifiedFlowSchedule(Schedule):
+    """The signal level of the rectified-flow path x = (1 − t) x0 + t ε seen as a VP process:
+    ᾱ(t) = (1 − t)²/((1 − t)² + t²), the same SNR ((1 − t)/t)² at every t (Liu et al. 2023; Kingma &
+    Gao 2023 show every Gaussian path is a rescaled VP path of equal SNR).
+
+    As the ``schedule`` of ``noise=flow`` it makes the flow times uniform; as the schedule of a VP process
+    it gives that process the flow path's SNR. Discrete betas are clipped at ``max_beta`` (ᾱ(1) = 0).
+    """
+
+    def __init__(self, max_beta: float = 0.999, timesteps: int = 1000, discrete: bool = False) -> None:
+        check_range("noise.schedule.max_beta", max_beta, 0.0, 1.0)
+        self.max_beta = float(max_beta)
+        super().__init__(timesteps, discrete)
+
+    def continuous_alpha_bar(self, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return (1 - t) ** 2 / ((1 - t) ** 2 + t**2)
+
+    def alpha_bar_derivative(self, t: Tensor) -> Tensor:
+        """dᾱ/dt = −2 t (1 − t)/((1 − t)² + t²)²."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return -2 * t * (1 - t) / ((1 - t) ** 2 + t**2) ** 2
+
+    def discrete_betas(self) -> Tensor:
+        return self.betas_of_continuous_form(self.max_beta)
+
+    def __repr__(self) -> str:
+        kind = "discrete" if self.discrete else "continuous"
+        return f"RectifiedFlowSchedule(T={self.timesteps}, {kind})"

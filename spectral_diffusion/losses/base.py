@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from spectral_diffusion.diffusion.process import check_prediction
-from spectral_diffusion.losses.weighting import min_snr_weight, per_sample_alpha_sigma
+from spectral_diffusion.losses.weighting import min_snr_weight, per_sample_alpha_sigma, per_sample_flow_determinant
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_positive, check_range
 
 WEIGHTINGS = ("fixed", "kendall")
@@ -63,6 +63,10 @@ class LossContext:
 
     def alpha_sigma(self) -> tuple[Tensor, Tensor]:
         return per_sample_alpha_sigma(self.process, self.t, self.x0)
+
+    def flow_determinant(self) -> Tensor:
+        """A S' − S A' per sample: how a flow-velocity error maps to an x0 error on this process's path."""
+        return per_sample_flow_determinant(self.process, self.t, self.x0)
 
 
 class KendallWeights(nn.Module):
@@ -154,7 +158,9 @@ class DiffusionLoss:
                 value = term(output, target)
                 space_prediction = self.prediction
             if self.min_snr_gamma is not None:
-                value = value * min_snr_weight(space_prediction, *alpha_sigma, self.min_snr_gamma).to(value)
+                determinant = context.flow_determinant() if space_prediction == "flow" else None
+                value = value * min_snr_weight(space_prediction, *alpha_sigma, self.min_snr_gamma,
+                                               determinant).to(value)
             if term.frequency and self.frequency_min_snr is not None:
                 alpha, sigma = alpha_sigma
                 value = value * ((alpha / sigma).square() >= self.frequency_min_snr).to(value)

@@ -11,12 +11,14 @@ import torch
 from torch import Tensor
 
 
-def x0_error_scale(prediction: str, alpha: Tensor, sigma: Tensor) -> Tensor:
+def x0_error_scale(prediction: str, alpha: Tensor, sigma: Tensor, determinant: Tensor | None = None) -> Tensor:
     """λ with ‖pred̂ − pred‖² = λ ‖x̂0 − x0‖² at fixed x_t = α x0 + σ ε.
 
     eps: ε = (x_t − α x0)/σ, so Δε = −(α/σ) Δx0 and λ = α²/σ² = SNR.
     v = α ε − σ x0 (Salimans & Ho 2022): Δv = −((α² + σ²)/σ) Δx0, λ = (α² + σ²)²/σ² (= SNR + 1 for VP).
-    flow velocity u = ε − x0 (Lipman et al. 2023): Δu = −((α + σ)/σ) Δx0, λ = (α + σ)²/σ².
+    flow velocity u = α' x0 + σ' ε (Lipman et al. 2023): Δu = (α' − σ' α/σ) Δx0 = −(d/σ) Δx0 with
+    d = α σ' − σ α', so λ = d²/σ²; ``determinant`` d defaults to the rectified-flow path's α + σ
+    (α = 1 − t, σ = t).
     """
     if prediction == "x0":
         return torch.ones_like(alpha)
@@ -25,18 +27,20 @@ def x0_error_scale(prediction: str, alpha: Tensor, sigma: Tensor) -> Tensor:
     if prediction == "v":
         return (alpha.square() + sigma.square()).square() / sigma.square()
     if prediction == "flow":
-        return (alpha + sigma).square() / sigma.square()
+        d = alpha + sigma if determinant is None else determinant
+        return d.square() / sigma.square()
     raise ValueError(f"no x0 error scale for prediction {prediction!r}")
 
 
-def min_snr_weight(prediction: str, alpha: Tensor, sigma: Tensor, gamma: float) -> Tensor:
+def min_snr_weight(prediction: str, alpha: Tensor, sigma: Tensor, gamma: float,
+                   determinant: Tensor | None = None) -> Tensor:
     """Weight of a loss on ``prediction`` so that it weighs the x0 error by min(SNR, γ) (Hang et al. 2023).
 
     For VP processes this is the paper's min(SNR, γ) for x0, min(SNR, γ)/SNR for ε and
     min(SNR, γ)/(SNR + 1) for v, all from one expression.
     """
     snr = alpha.square() / sigma.square()
-    return torch.clamp(snr, max=float(gamma)) / x0_error_scale(prediction, alpha, sigma)
+    return torch.clamp(snr, max=float(gamma)) / x0_error_scale(prediction, alpha, sigma, determinant)
 
 
 def per_sample_alpha_sigma(process, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,3 +53,12 @@ def per_sample_alpha_sigma(process, t: Tensor, like: Tensor) -> tuple[Tensor, Te
     alpha = torch.broadcast_to(alpha, coefficients.shape).flatten(1).double().square().mean(1).sqrt()
     sigma = torch.broadcast_to(sigma, coefficients.shape).flatten(1).double().square().mean(1).sqrt()
     return alpha, sigma
+
+
+def per_sample_flow_determinant(process, t: Tensor, like: Tensor) -> Tensor:
+    """d = A S' − S A' per sample, shape (B,), root-mean-square over coefficients (exact for scalar processes)."""
+    coefficients = process.to_basis(like)
+    alpha, sigma = process.coefficients(t, coefficients)
+    d_alpha, d_sigma = process.coefficient_derivatives(t, coefficients)
+    determinant = alpha.double() * d_sigma.double() - sigma.double() * d_alpha.double()
+    return torch.broadcast_to(determinant, coefficients.shape).flatten(1).square().mean(1).sqrt()

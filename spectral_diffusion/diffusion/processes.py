@@ -1,0 +1,321 @@
+"""Frequency-space forward processes: equalized noise, band-specific schedules and the flow path.
+
+Each is a ``GaussianProcess`` with other diagonal coefficients (A_t, S_t) in an orthonormal basis, so
+every prediction conversion, the prior and every sampler are inherited unchanged (DESIGN.md, "The core
+abstraction"). ε stays white; the colour of the noise lives in S_t.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from spectral_diffusion.diffusion.process import (
+    GaussianProcess,
+    image_size,
+    per_sample,
+    vp_coefficient_derivatives,
+)
+from spectral_diffusion.diffusion.schedules import Schedule
+from spectral_diffusion.spectral.bands import band_edges
+from spectral_diffusion.spectral.bases import BASES, make_basis
+from spectral_diffusion.spectral.frequency import data_power_spectrum, radial_bin_index
+from spectral_diffusion.utils.validation import (
+    ConfigError,
+    check_choice,
+    check_positive,
+    check_range,
+)
+
+# A band may keep at most this signal fraction A_b(1)² at t = 1, where the prior N(0, A² + S²) ignores it.
+MAX_TERMINAL_SIGNAL = 1e-3
+
+
+def power_spectrum(data) -> Tensor:
+    """S_data on the rfft2 grid: the datamodule's cached estimate, or estimated from an image tensor."""
+    return data.power_spectrum() if hasattr(data, "power_spectrum") else data_power_spectrum(data)
+
+
+class SpectralWeights:
+    """The noise gain w(f) of frequency-equalized noise: w² ∝ S_data(f)^γ, mean(w²) = 1, w_min ≤ w ≤ w_max.
+
+    With S_t = σ(t)·w(f) the per-frequency SNR of x_t is α² S_data(f)/(σ² w(f)²) ∝ S_data^(1−γ): equal at
+    every frequency for γ = 1. S_data is the training set's radially averaged power spectrum; its log is
+    smoothed over ``smoothing`` radial bins either side (DC excluded) and read at each basis coefficient's
+    |f|: the coefficient's own radial bin for the FFT, linear interpolation between bins for the DCT. The
+    floor and ceiling keep the prior well conditioned; the scale c of w = clamp(c·S^(γ/2), w_min, w_max)
+    is found by bisection so that mean(w²) = 1 holds after clamping.
+    """
+
+    def __init__(self, gamma: float, basis: str, smoothing: int, w_min: float, w_max: float) -> None:
+        self.gamma = float(check_range("noise.gamma", gamma, 0.0, 1.0))
+        self.basis_name = check_choice("noise.basis", basis, ("fft", "dct"))
+        if isinstance(smoothing, bool) or int(smoothing) != smoothing or smoothing < 0:
+            raise ConfigError(f"noise.smoothing={smoothing!r} is invalid; it must be an integer >= 0 (radial bins)")
+        self.smoothing = int(smoothing)
+        check_positive("noise.w_min", w_min)
+        if not w_min <= 1.0 <= w_max:
+            raise ConfigError(f"noise.w_min={w_min!r}, noise.w_max={w_max!r} are invalid; "
+                              "they must satisfy 0 < w_min <= 1 <= w_max so that mean(w²) = 1 is reachable")
+        self.w_min, self.w_max = float(w_min), float(w_max)
+        self.weights: Tensor | None = None  # (H, W) float64 on the CPU, set by fit
+        self._cache: dict[tuple, Tensor] = {}
+
+    def fit(self, spectrum: Tensor, height: int, width: int, basis) -> Tensor:
+        """w (H, W) in float64 for the coefficients of ``basis`` from S_data on the rfft2 grid (H, W//2+1)."""
+        bins = radial_bin_index(height, width).flatten()
+        count = torch.bincount(bins).double()
+        total = torch.bincount(bins, weights=spectrum.double().cpu().flatten())
+        filled = torch.nonzero(count > 0).flatten()  # non-square grids leave some radial bins empty: interpolate
+        log_profile = torch.from_numpy(np.interp(np.arange(len(count)), filled.numpy(),
+                                                 (total[filled] / count[filled]).log().numpy()))
+        log_profile = torch.cat([log_profile[:1], self._smooth(log_profile[1:])])
+        position = (basis.frequency(height, width) * max(height, width)).clamp(max=len(log_profile) - 1)
+        if basis.name == "fft":  # FFT coefficients take the value of the radial bin S_data was averaged over
+            position = position.round()
+        low = position.floor().long().clamp(max=len(log_profile) - 2) if len(log_profile) > 1 else position.long()
+        high = (low + 1).clamp(max=len(log_profile) - 1)
+        fraction = position - low
+        log_power = (1 - fraction) * log_profile[low] + fraction * log_profile[high]
+        shape = torch.exp(0.5 * self.gamma * (log_power - log_power.max()))  # ∝ S^(γ/2), max 1
+        self.weights = self._normalise(shape)
+        self._cache.clear()
+        return self.weights
+
+    def _smooth(self, values: Tensor) -> Tensor:
+        """Moving average with half-width ``smoothing``, shrinking at the ends (no padding values)."""
+        if self.smoothing == 0 or len(values) == 0:
+            return values
+        cumulative = torch.cat([torch.zeros(1, dtype=values.dtype), values.cumsum(0)])
+        index = torch.arange(len(values))
+        start = (index - self.smoothing).clamp(min=0)
+        stop = (index + self.smoothing + 1).clamp(max=len(values))
+        return (cumulative[stop] - cumulative[start]) / (stop - start)
+
+    def _normalise(self, shape: Tensor) -> Tensor:
+        """clamp(c·shape, w_min, w_max) with mean square 1; mean square grows monotonically with c."""
+        def mean_square(log_c: float) -> float:
+            return float((math.exp(log_c) * shape).clamp(self.w_min, self.w_max).square().mean())
+
+        low, high = math.log(self.w_min) - math.log(float(shape.max())), math.log(self.w_max) - math.log(
+            float(shape.min()))
+        for _ in range(200):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if mean_square(middle) < 1.0 else (low, middle)
+        return (math.exp(0.5 * (low + high)) * shape).clamp(self.w_min, self.w_max)
+
+    def __call__(self, like: Tensor) -> Tensor:
+        """w on ``like``'s device and dtype, (H, W), cached per device like ``Schedule._table``."""
+        if self.weights is None:
+            raise RuntimeError("the noise gain w(f) is not estimated yet: call process.prepare(datamodule) "
+                               "(or prepare(train_images)) before using a frequency-equalized process")
+        if tuple(like.shape[-2:]) != tuple(self.weights.shape):
+            raise ValueError(f"the process was prepared for {tuple(self.weights.shape)} images, "
+                             f"got coefficients of shape {tuple(like.shape)}")
+        key = (str(like.device), like.dtype)
+        if key not in self._cache:
+            self._cache[key] = self.weights.to(device=like.device, dtype=like.dtype)
+        return self._cache[key]
+
+    def __repr__(self) -> str:
+        return (f"gamma={self.gamma}, basis={self.basis_name!r}, smoothing={self.smoothing}, "
+                f"w_min={self.w_min}, w_max={self.w_max}")
+
+
+class EqualizedProcess(GaussianProcess):
+    """Frequency-equalized noise: A_t = α(t), S_t = σ(t)·w(f) in the orthonormal FFT (or DCT) basis,
+    w² ∝ S_data(f)^γ with mean(w²) = 1 (see ``SpectralWeights``; γ = 0 is exactly ``gaussian``).
+
+    Training noise, the prior x_T (variance A_T² + S_T² per coefficient, i.e. ≈ σ_T² w²) and every
+    stochastic sampler step use the same coloured S_t, since all of them go through ``coefficients``.
+    """
+
+    name = "equalized"
+
+    def __init__(self, schedule: Schedule, gamma: float = 1.0, basis: str = "fft", smoothing: int = 1,
+                 w_min: float = 0.1, w_max: float = 10.0) -> None:
+        self.gain = SpectralWeights(gamma, basis, smoothing, w_min, w_max)
+        super().__init__(schedule, basis)
+
+    def prepare(self, data) -> None:
+        """Estimate w(f) from the training data (a datamodule's cached S_data, or an image tensor)."""
+        super().prepare(data)
+        self.gain.fit(power_spectrum(data), *image_size(data), self.basis)
+
+    def coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        alpha, sigma = super().coefficients(t, like)
+        return alpha, sigma * self.gain(like)
+
+    def coefficient_derivatives(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        d_alpha, d_sigma = super().coefficient_derivatives(t, like)
+        return d_alpha, d_sigma * self.gain(like)
+
+    def __repr__(self) -> str:
+        return f"EqualizedProcess({self.schedule!r}, {self.gain!r})"
+
+
+class BandedProcess(GaussianProcess):
+    """Band-specific schedules: band b has log-SNR λ_b(t) = λ(t) + shift_b, λ = log(ᾱ/(1 − ᾱ)), so
+    A_b² = sigmoid(λ_b), S_b² = sigmoid(−λ_b) — a negative shift destroys the band earlier, as in the
+    blurring / inverse-heat-dissipation family (Rissanen et al. 2023; Hoogeboom & Salimans 2023).
+
+    Bands are radial rings of the FFT or DCT frequency |f| (``spectral.bands.band_edges``; band 0 is the
+    lowest) or, in the ``dwt`` basis, wavelet scales (band 0 the approximation, band K − 1 the finest
+    details, K = levels + 1). Written with r_b = e^{shift_b} as A² = r ᾱ/D, S² = (1 − ᾱ)/D,
+    D = r ᾱ + 1 − ᾱ, which is exactly √ᾱ, √(1 − ᾱ) for shift 0 (K = 1 equals ``gaussian``).
+    Endpoints: ᾱ(0) = 1 gives A = 1, S = 0 for every shift; at t = 1 each band must keep a signal
+    fraction A_b² ≤ 1e-3 (checked at construction), since the prior is N(0, A² + S²) = N(0, I).
+    """
+
+    name = "banded"
+
+    def __init__(self, schedule: Schedule, basis: str = "fft", num_bands: int = 3,
+                 edges: Sequence[float] | None = None, shifts: Sequence[float] = (0.0, -1.0, -2.0),
+                 wavelet: str = "haar") -> None:
+        if isinstance(num_bands, bool) or int(num_bands) != num_bands or num_bands < 1:
+            raise ConfigError(f"noise.num_bands={num_bands!r} is invalid; it must be an integer >= 1")
+        num_bands = int(num_bands)
+        check_choice("noise.basis", basis, ("fft", "dct", "dwt"))
+        if basis == "dwt":
+            if edges is not None:
+                raise ConfigError(f"noise.edges={list(edges)} cannot be used with noise.basis=dwt, whose bands "
+                                  "are wavelet levels; set noise.edges=null")
+            if num_bands < 2:
+                raise ConfigError(f"noise.num_bands={num_bands} is invalid with noise.basis=dwt: the bands are the "
+                                  "approximation and >= 1 detail levels, so num_bands = levels + 1 >= 2")
+            super().__init__(schedule, make_basis("dwt", wavelet=wavelet, levels=num_bands - 1))
+            self.edges = None
+        else:
+            self.edges = band_edges(num_bands, edges, key="noise.edges")
+            super().__init__(schedule, basis)
+        shifts = [float(s) for s in shifts]
+        if len(shifts) != num_bands:
+            raise ConfigError(f"noise.shifts={shifts} must give one log-SNR shift per band "
+                              f"(noise.num_bands={num_bands})")
+        self.num_bands, self.wavelet = num_bands, str(wavelet)
+        self.shifts = torch.tensor(shifts, dtype=torch.float64)
+        alpha_bar_end = self.schedule.alpha_bar(torch.ones(()))
+        ratio = self.shifts.exp()
+        terminal = ratio * alpha_bar_end / (ratio * alpha_bar_end + 1 - alpha_bar_end)
+        if float(terminal.max()) > MAX_TERMINAL_SIGNAL:
+            raise ConfigError(
+                f"noise.shifts={shifts} leave band {int(terminal.argmax())} with signal fraction "
+                f"A² = {float(terminal.max()):.2g} at t = 1 (> {MAX_TERMINAL_SIGNAL}); the prior would not match. "
+                "Lower the positive shifts"
+            )
+        self._ratios: dict[tuple, Tensor] = {}
+
+    def band_of_coefficients(self, height: int, width: int) -> Tensor:
+        """(H, W) band index 0..K−1 of every basis coefficient."""
+        if self.basis.name == "dwt":
+            return self.basis.level(height, width)
+        inner = self.edges[1:-1]
+        return torch.bucketize(self.basis.frequency(height, width), inner, right=True)
+
+    def _ratio(self, like: Tensor) -> Tensor:
+        """(H, W) float64 r = e^{shift_b} per coefficient, cached per size and device."""
+        height, width = like.shape[-2:]
+        key = (height, width, str(like.device))
+        if key not in self._ratios:
+            band = self.band_of_coefficients(height, width)
+            self._ratios[key] = self.shifts.exp()[band].to(like.device)
+        return self._ratios[key]
+
+    def coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        t = torch.as_tensor(t, device=like.device)
+        alpha_bar = per_sample(self.schedule.alpha_bar(t.double()), like)
+        ratio = self._ratio(like)
+        denominator = ratio * alpha_bar + 1.0 - alpha_bar
+        alpha = (ratio * alpha_bar / denominator).sqrt()
+        sigma = ((1.0 - alpha_bar) / denominator).clamp(min=0).sqrt()
+        return alpha.to(like.dtype), sigma.to(like.dtype)
+
+    def coefficient_derivatives(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        d_alpha, d_sigma = vp_coefficient_derivatives(self.schedule, t, like, self._ratio(like))
+        return d_alpha.to(like.dtype), d_sigma.to(like.dtype)
+
+    def __repr__(self) -> str:
+        where = f"edges={self.edges.tolist()}" if self.edges is not None else f"wavelet={self.wavelet!r}"
+        return (f"BandedProcess({self.schedule!r}, basis={self.basis!r}, num_bands={self.num_bands}, {where}, "
+                f"shifts={self.shifts.tolist()})")
+
+
+class FlowProcess(GaussianProcess):
+    """The rectified-flow / flow-matching path A_t = 1 − t, S_t = t (Liu et al. 2023; Lipman et al. 2023,
+    eq. 23 with σ_min = 0), optionally with equalized noise S_t = t·w(f) (γ > 0, fft or dct basis).
+
+    The velocity target is u = A' x0 + S' ε = w ε − x0 (prediction ``flow``). ``schedule`` only chooses the
+    times: those of the schedule mapped to the flow time of equal SNR, t' = σ/(α + σ). The default
+    ``RectifiedFlowSchedule`` (continuous) maps identically: training t ~ U(0, 1], sampling t = 1, 1 − 1/n,
+    …, 1/n, 0 (also what ``schedule=None`` gives); the cosine schedule gives the "CosMap" times of Esser
+    et al. 2024, §3.1. The path itself never depends on the schedule.
+    """
+
+    name = "flow"
+
+    def __init__(self, schedule: Schedule | None = None, gamma: float = 0.0, basis: str = "identity",
+                 smoothing: int = 1, w_min: float = 0.1, w_max: float = 10.0) -> None:
+        check_range("noise.gamma", gamma, 0.0, 1.0)
+        if gamma > 0:
+            self.gain = SpectralWeights(gamma, basis, smoothing, w_min, w_max)
+        else:
+            check_choice("noise.basis", basis, BASES)
+            self.gain = None
+        super().__init__(schedule, basis)
+
+    def prepare(self, data) -> None:
+        super().prepare(data)
+        if self.gain is not None:
+            self.gain.fit(power_spectrum(data), *image_size(data), self.basis)
+
+    def check_prediction(self, prediction: str) -> str:
+        super().check_prediction(prediction)
+        if prediction == "eps":
+            raise ConfigError("loss.prediction='eps' cannot be used with noise=flow: sampling starts at t = 1 where "
+                              "A_t = 1 − t = 0, so x0 = (x_t − S ε)/A is undefined; choose one of x0, v, flow")
+        return prediction
+
+    def _gain(self, like: Tensor) -> Tensor | float:
+        return 1.0 if self.gain is None else self.gain(like)
+
+    def coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        t = per_sample(torch.as_tensor(t, device=like.device, dtype=like.dtype), like)
+        return 1.0 - t, t * self._gain(like)
+
+    def coefficient_derivatives(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        ones = torch.ones_like(per_sample(torch.as_tensor(t, device=like.device, dtype=like.dtype), like))
+        return -ones, ones * self._gain(like)
+
+    def _flow_time(self, t: Tensor) -> Tensor:
+        """Schedule time → flow time of equal SNR: α/σ = (1 − t')/t' gives t' = σ/(α + σ).
+
+        A continuous schedule is read unclamped, so t = 1 (ᾱ = 0) maps to t' = 1; for the
+        ``RectifiedFlowSchedule`` the map is the identity.
+        """
+        t64 = t.double()
+        alpha_bar = self.schedule.alpha_bar(t64) if self.schedule.discrete else self.schedule.continuous_alpha_bar(t64)
+        alpha, sigma = alpha_bar.clamp(0, 1).sqrt(), (1 - alpha_bar).clamp(0, 1).sqrt()
+        return (sigma / (alpha + sigma)).to(t.dtype)
+
+    def training_times(self, batch: int, generator=None, device=None) -> Tensor:
+        if self.schedule is None:
+            t = 1.0 - torch.rand(batch, generator=generator)  # (0, 1]: never the clean endpoint
+            return t.to(device) if device is not None else t
+        return self._flow_time(self.schedule.training_times(batch, generator, device))
+
+    def sampling_times(self, steps: int) -> Tensor:
+        if self.schedule is None:
+            if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+                raise ConfigError(f"sampler.steps={steps!r} is invalid; it must be an integer >= 1")
+            return torch.linspace(1.0, 0.0, int(steps) + 1)
+        grid = self._flow_time(self.schedule.sampling_times(steps))
+        grid[0] = 1.0  # start exactly on the prior (a discrete schedule's last ᾱ is tiny, not 0)
+        return grid
+
+    def __repr__(self) -> str:
+        gain = f", {self.gain!r}" if self.gain is not None else ""
+        return f"FlowProcess(schedule={self.schedule!r}, basis={self.basis!r}{gain})"
