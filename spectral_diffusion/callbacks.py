@@ -36,6 +36,81 @@ class SampleGrid(Callback):
         log_grid(trainer, "samples/during_training", images, step)
 
 
+class SpectralEvaluation(Callback):
+    """Every ``every_n_steps`` training steps, the metric battery and the per-timestep held-out loss of the
+    EMA model, as TensorBoard scalars (``battery/<metric>``) and figures; rank zero only.
+
+    Cheap on purpose: ``num_samples`` fixed-seed samples drawn with ``sampler`` (a partial sampler, e.g. DDIM
+    with few steps; None: the module's own), compared with at most ``max_val_images`` held-out images, no
+    FID feature network; ``battery_options`` configure the battery (turn its costly parts off here).
+    """
+
+    def __init__(self, every_n_steps: int = 2000, num_samples: int = 200, sampler=None, seed: int = 0,
+                 timestep_bins: int = 10, max_val_images: int = 500, batch_size: int = 256,
+                 battery_options: dict | None = None) -> None:
+        key = "callbacks.spectral_eval"
+        self.every_n_steps = int(check_positive(f"{key}.every_n_steps", every_n_steps))
+        self.num_samples = int(check_positive(f"{key}.num_samples", num_samples))
+        self.max_val_images = int(check_positive(f"{key}.max_val_images", max_val_images))
+        self.batch_size = int(check_positive(f"{key}.batch_size", batch_size))
+        self.timestep_bins = int(check_positive(f"{key}.timestep_bins", timestep_bins, strict=False))
+        self.sampler = sampler
+        self.seed = int(seed)
+        from spectral_diffusion.evaluation import battery_config
+
+        self.battery_key = f"{key}.battery_options"
+        self.battery_options = battery_config(battery_options, self.battery_key)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Options that depend on the process and the image size fail here, before the first step."""
+        from spectral_diffusion.evaluation import battery_config
+
+        if self.sampler is not None:
+            from spectral_diffusion.diffusion.samplers import validate_sampler
+
+            validate_sampler(self.sampler, pl_module.process)
+        battery_config(self.battery_options, self.battery_key, pl_module.image_shape)
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every_n_steps != 0:
+            return
+        self.log_evaluation(trainer, pl_module, trainer.datamodule.val_images[: self.max_val_images], step)
+
+    def log_evaluation(self, trainer: Trainer, pl_module: LightningModule, real, step: int) -> dict[str, float]:
+        """Sample, evaluate against ``real`` and log; returns the logged scalars."""
+        from spectral_diffusion.evaluation import (
+            validation_loss_by_time,
+            validation_loss_figure,
+        )
+        from spectral_diffusion.metrics.battery import battery_figures, evaluate_battery
+
+        fake = pl_module.generate(self.num_samples, sampler=self.sampler, seed=self.seed, batch_size=self.batch_size)
+        result = evaluate_battery(real, fake, features=None, config=self.battery_options, device=str(pl_module.device))
+        scalars = {f"battery/{name}": float(value) for name, value in result.metrics.items()}
+        figures = dict(battery_figures(real, fake, result))
+        if self.timestep_bins > 0:
+            times, losses = validation_loss_by_time(pl_module, real, bins=self.timestep_bins, seed=self.seed,
+                                                    batch_size=self.batch_size)
+            scalars.update({f"val_loss_by_t/t={t:.2f}": float(v) for t, v in zip(times.tolist(), losses.tolist())})
+            figures["val_loss_by_t"] = validation_loss_figure(times, losses)
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+        for name, figure in figures.items():
+            log_figure(trainer, f"battery/{name}", figure, step)
+        return scalars
+
+
+def log_figure(trainer: Trainer, tag: str, figure, step: int) -> None:
+    """Add a matplotlib figure to every TensorBoard logger of ``trainer``."""
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_figure"):
+            experiment.add_figure(tag, figure, step, close=False)
+
+
 def log_grid(trainer: Trainer, tag: str, images, step: int) -> None:
     """Add an image grid to every TensorBoard logger of ``trainer``."""
     for logger in trainer.loggers:

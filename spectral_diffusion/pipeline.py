@@ -22,17 +22,21 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_diffusion.callbacks import AtomicCheckpointIO, log_grid
+from spectral_diffusion.callbacks import AtomicCheckpointIO, log_figure, log_grid
 from spectral_diffusion.diffusion.samplers import deq, validate_sampler
+from spectral_diffusion.evaluation import (
+    build_extractor,
+    evaluate_images,
+    is_battery_metric,
+    timed_generate,
+    validate_evaluation_options,
+)
 from spectral_diffusion.module import DiffusionModule
 from spectral_diffusion.utils.images import save_grid, save_samples_npz
 from spectral_diffusion.utils.summary import append_row, git_commit
 from spectral_diffusion.utils.validation import ConfigError
 
 log = logging.getLogger(__name__)
-
-# Shorthands accepted by ``optimized_metric``; they resolve to this run's full metric names.
-METRIC_SHORTHANDS = ("fid", "kid", "val_loss")
 
 
 def instantiate_checked(node, *args, **kwargs):
@@ -127,15 +131,18 @@ def validate_evaluation(evaluation: DictConfig) -> None:
 
 
 def resolve_optimized_metric(cfg: DictConfig, names: dict[str, str]) -> str | None:
+    """The metrics.json key ``optimized_metric`` names: a shorthand of ``names``, one of their values, or
+    (with ``evaluation.battery``) a key of the metric battery."""
     name = cfg.get("optimized_metric")
     if name is None:
         return None
-    if name in METRIC_SHORTHANDS:
+    if name in names:
         return names[name]
-    if name in names.values():
+    if name in names.values() or (cfg.evaluation.get("battery") and is_battery_metric(name)):
         return name
-    allowed = list(METRIC_SHORTHANDS) + [names["fid"], names["kid"]]
-    raise ConfigError(f"optimized_metric={name!r} is not a metric this run computes; choose one of {allowed}")
+    allowed = list(names) + [names["fid"], names["kid"]]
+    battery = " or a key of the metric battery (metrics/battery.py)" if cfg.evaluation.get("battery") else ""
+    raise ConfigError(f"optimized_metric={name!r} is not a metric this run computes; choose one of {allowed}{battery}")
 
 
 def _progress(label: str):
@@ -169,16 +176,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     # Everything that can reject the config happens here, before the first training step.
     validate_evaluation(cfg.evaluation)
+    validate_evaluation_options(cfg.evaluation, datamodule.image_shape)
     features = instantiate_checked(cfg.features)
     objective_name = resolve_optimized_metric(cfg, _metric_names(cfg, features.name))
-    extractor = features.build(
-        train_images=datamodule.train_images,
-        train_labels=datamodule.train_labels,
-        num_classes=datamodule.num_classes,
-        dataset_name=datamodule.name,
-        val_images=datamodule.val_images,
-        val_labels=datamodule.val_labels,
-    )
+    extractor = build_extractor(features, datamodule)
 
     callbacks = [instantiate_checked(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     logger = instantiate_checked(cfg.logger) if cfg.get("logger") else False
@@ -203,35 +204,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_loss": train_loss,
     }
 
-    # --- sample from the EMA weights with the configured sampler ----------------------------------
+    # --- sample from the EMA weights with the configured sampler, then evaluate against held-out images ---
     evaluation = cfg.evaluation
-    module.network_evaluations = 0
-    started = time.perf_counter()
-    samples = module.generate(int(evaluation.num_samples), seed=int(evaluation.seed),
-                              batch_size=int(evaluation.batch_size), progress=_progress("sampling"))
-    sample_seconds = time.perf_counter() - started
-    batches = math.ceil(int(evaluation.num_samples) / int(evaluation.batch_size))
-    metrics["sample_seconds"] = sample_seconds
-    metrics["sample_seconds_per_image"] = sample_seconds / max(1, len(samples))
-    metrics["sampler_nfe"] = module.last_sampling_info.get("nfe", module.network_evaluations // max(1, batches))
+    samples, runtime = timed_generate(module, int(evaluation.num_samples), seed=int(evaluation.seed),
+                                      batch_size=int(evaluation.batch_size), progress=_progress("sampling"))
+    metrics.update(runtime)
     save_samples_npz(samples, output_dir / "samples.npz", seed=int(evaluation.seed))
     save_grid(samples[: int(evaluation.grid_size)], output_dir / "samples.png")
-    log_grid(trainer, "samples/final", samples[: int(evaluation.grid_size)], trainer.global_step)
-
-    # --- quality against held-out real images --------------------------------------------------------
-    from spectral_diffusion.metrics.quality import real_floor, sample_quality
-
-    quality = sample_quality(datamodule.val_images, samples, extractor, batch_size=int(evaluation.batch_size),
-                             kid_subset_size=evaluation.kid_subset_size)
-    floor = real_floor(datamodule.train_images, datamodule.val_images, extractor, len(datamodule.val_images),
-                       batch_size=int(evaluation.batch_size), kid_subset_size=evaluation.kid_subset_size)
-    metrics.update(quality)
-    metrics.update(floor)
-    if getattr(extractor, "accuracy", None) is not None:
-        metrics[f"{extractor.name}_accuracy"] = float(extractor.accuracy)
-    if objective_name is not None:
-        metrics["objective"] = metrics[objective_name]
-        metrics["objective_name"] = objective_name
+    step = trainer.global_step
+    log_grid(trainer, "samples/final", samples[: int(evaluation.grid_size)], step)
+    metrics = evaluate_images(samples, datamodule, extractor, cfg, output_dir, module=module, metrics=metrics,
+                              objective_name=objective_name, device=module.device,
+                              log_figure=lambda name, figure: log_figure(trainer, f"eval/{name}", figure, step))
 
     for logger_ in trainer.loggers:
         logger_.log_metrics({f"eval/{k}": v for k, v in metrics.items() if _is_scalar(v)}, step=trainer.global_step)
@@ -244,9 +228,22 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: a non-finite float (e.g. a ratio over a band the real images leave empty) is written as
+    the string "inf", "-inf" or "nan" rather than the non-standard Infinity/NaN tokens."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
 def record(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any]) -> None:
     """metrics.json in the run folder and one row in the summary CSV."""
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (output_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, sort_keys=True,
+                                                        allow_nan=False) + "\n")
     summary_csv = cfg.paths.get("summary_csv")
     if not summary_csv:
         return

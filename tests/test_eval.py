@@ -1,0 +1,284 @@
+"""sd-eval and the shared evaluation: metrics of known sets, the report, runtime, the per-timestep loss,
+input checks before any work, sd-train's battery in metrics.json/report.md and the TensorBoard callback."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from spectral_diffusion.cli import CONFIG_DIR
+from spectral_diffusion.cli.eval import evaluate
+from spectral_diffusion.evaluation import (
+    describe,
+    load_samples,
+    timed_generate,
+    timestep_grid,
+    validation_loss_by_time,
+)
+from spectral_diffusion.pipeline import build, load_module, train
+from spectral_diffusion.utils.images import save_samples_npz
+from spectral_diffusion.utils.validation import ConfigError
+
+from .conftest import cli_env, compose_train
+
+# The debug battery: everything but LPIPS (no weights offline) and with a one-epoch real-vs-fake classifier.
+TRAIN_STEPS = 6
+
+
+def compose_eval(overrides: list[str], tmp_path: Path, cache_dir: Path) -> DictConfig:
+    """``conf/eval.yaml`` on 8x8 digits with ``overrides``, its folders redirected into ``tmp_path``."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="eval", overrides=["data=digits", "evaluation.batch_size=64",
+                                                     "evaluation.kid_subset_size=16", *overrides])
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "eval")
+        cfg.paths.summary_csv = str(tmp_path / "summary.csv")
+        cfg.paths.cache_dir = str(cache_dir)
+        cfg.device = "cpu"
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory, cache_dir) -> tuple[Path, dict]:
+    """A tiny sd-train run (debug=default, 6 steps) with the battery on and the callback every 3 steps."""
+    tmp_path = tmp_path_factory.mktemp("train")
+    cfg = compose_train(["debug=default", f"trainer.max_steps={TRAIN_STEPS}", "scheduler.warmup_steps=2",
+                         "callbacks.model_checkpoint.every_n_train_steps=3", "callbacks.spectral_eval.every_n_steps=3",
+                         "callbacks.sample_grid.every_n_steps=1000"], tmp_path, cache_dir)
+    metrics = train(cfg)
+    return Path(cfg.paths.output_dir), metrics
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory, cache_dir) -> tuple[torch.Tensor, Path]:
+    """The held-out digits sd-eval compares with, saved as sd-train saves samples."""
+    cfg = compose_eval([], tmp_path_factory.mktemp("heldout"), cache_dir)
+    from hydra.utils import instantiate
+
+    images = instantiate(cfg.data).val_images
+    path = save_samples_npz(images, tmp_path_factory.mktemp("npz") / "heldout.npz", seed=0)
+    return images, path
+
+
+def numeric_keys(metrics: dict) -> set[str]:
+    return {k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def check_report(run_dir: Path, metrics: dict) -> None:
+    """report.md lists every scalar of metrics.json and links figures that exist."""
+    report = (run_dir / "report.md").read_text()
+    stored = json.loads((run_dir / "metrics.json").read_text())
+    assert stored["objective"] == metrics["objective"]
+    rows = dict(re.findall(r"^\| `([^`]+)` \| [^|]+ \| (.*) \|$", report, flags=re.MULTILINE))
+    for key in numeric_keys(stored) - {"objective"}:
+        assert rows.get(key), key  # listed, with a definition
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert links and all((run_dir / link).is_file() for link in links)
+    assert {Path(link).name for link in links} == {p.name for p in (run_dir / "figures").glob("*.png")}
+
+
+# --- sd-eval on known sets ---------------------------------------------------------------------------------
+def test_heldout_images_against_themselves(heldout, tmp_path, cache_dir):
+    images, npz = heldout
+    cfg = compose_eval([f"samples={npz}"], tmp_path, cache_dir)
+    metrics = evaluate(cfg)
+    n = len(images)
+    # Identical sets: FID 0 (up to the matrix square root), far under the real-data floor, JS divergence 0.
+    assert abs(metrics[f"fid_classifier@{n}"]) < 1e-3 < metrics[f"fid_floor_classifier@{n}"]
+    assert metrics["objective"] == metrics[f"fid_classifier@{n}"]
+    assert metrics["js_divergence"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["wasserstein"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["spectral_mse"] == pytest.approx(0.0, abs=1e-9)
+    # No network: the per-timestep loss and runtime are skipped with a reason, not invented.
+    assert "val_loss_by_t" in metrics["skipped"] and "sampler_nfe" not in metrics
+    run_dir = Path(cfg.paths.output_dir)
+    check_report(run_dir, metrics)
+    assert "val_loss_by_t" in (run_dir / "report.md").read_text()  # listed under Skipped
+
+
+def test_battery_switch_and_optimized_metric(heldout, tmp_path, cache_dir):
+    _, npz = heldout
+    metrics = evaluate(compose_eval([f"samples={npz}", "evaluation.battery=false", "optimized_metric=kid"],
+                                    tmp_path, cache_dir))
+    n = metrics["num_samples"]
+    assert metrics["objective_name"] == f"kid_classifier@{n}"
+    assert "js_divergence" not in metrics and metrics["skipped"]["battery"] == "evaluation.battery=false"
+
+
+def test_image_folder_equals_its_8bit_npz(heldout, tmp_path):
+    from PIL import Image
+
+    images, _ = heldout
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    pixels = ((images[:, 0] + 1) * 127.5).round().to(torch.uint8).numpy()
+    for index, array in enumerate(pixels):
+        Image.fromarray(array).save(folder / f"{index:04d}.png")
+    loaded = load_samples(folder, channels=1)
+    torch.testing.assert_close(loaded, torch.from_numpy(pixels).float().unsqueeze(1) / 127.5 - 1, rtol=0, atol=1e-6)
+    assert (loaded - images).abs().max() <= 0.5 / 127.5 + 1e-6
+
+
+# --- sd-eval from a checkpoint (sd-train's own output) -----------------------------------------------------
+def test_eval_from_checkpoint(debug_run, tmp_path, cache_dir):
+    run_dir, _ = debug_run
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    cfg = compose_eval([f"ckpt_path={ckpt}", "evaluation.num_samples=16", "sampler=ddim", "sampler.steps=3",
+                        "evaluation.timestep_bins=4", "optimized_metric=spectral_mse"], tmp_path, cache_dir)
+    metrics = evaluate(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert metrics["objective"] == metrics["spectral_mse"] and np.isfinite(metrics["fid_classifier@16"])
+    assert metrics["sampler_nfe"] == 3  # the override, not the checkpoint's sampler (5 steps)
+    assert metrics["sample_seconds_per_image_per_nfe"] == pytest.approx(metrics["sample_seconds"] / 16 / 3)
+    assert metrics["num_parameters"] == load_module(ckpt).num_parameters()
+    assert metrics["peak_memory_mb"] > 0
+    assert len(metrics["val_loss_by_t"]["t"]) == 4 and all(np.isfinite(metrics["val_loss_by_t"]["loss"]))
+    for name in ["metrics.json", "report.md", "samples.npz", "figures/val_loss_by_t.png",
+                 "figures/radial_power_spectrum.png"]:
+        assert (out / name).is_file(), name
+    with np.load(out / "samples.npz") as data:
+        assert data["images"].shape == (16, 1, 8, 8)
+    check_report(out, metrics)
+
+
+@pytest.mark.slow
+def test_sd_eval_command_line(heldout, tmp_path, cache_dir):
+    _, npz = heldout
+    out = tmp_path / "cli"
+    command = [sys.executable, "-m", "spectral_diffusion.cli.eval", f"samples={npz}", "data=digits",
+               "evaluation.battery=false", "evaluation.kid_subset_size=16", f"hydra.run.dir={out}"]
+    result = subprocess.run(command, cwd=tmp_path, env=cli_env(cache_dir), capture_output=True, text=True, check=False,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {"metrics.json", "report.md"} <= {p.name for p in out.iterdir()}
+    bad = subprocess.run(command[:3] + [f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path, env=cli_env(cache_dir),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode != 0 and "give exactly one of samples" in bad.stderr
+
+
+# --- bad input: ConfigError naming the key, before any work ----------------------------------------------------
+def test_bad_inputs(heldout, debug_run, tmp_path, cache_dir):
+    _, npz = heldout
+    ckpt = debug_run[0] / "checkpoints" / "last.ckpt"
+    wrong_size = save_samples_npz(torch.zeros(4, 1, 16, 16), tmp_path / "16x16.npz")
+    cases = {
+        "exactly one of samples": [],
+        "exactly one of samples=": [f"samples={npz}", f"ckpt_path={ckpt}"],
+        "samples=.*does not exist": [f"samples={tmp_path / 'missing.npz'}"],
+        "samples=.*neither a .npz": [f"samples={tmp_path / '16x16.npz'}x"],
+        r"samples are images of shape \(1, 16, 16\) but data gives \(1, 8, 8\)": [f"samples={wrong_size}"],
+        r"ckpt_path=.*generates images of shape \(1, 8, 8\) but data gives \(1, 16, 16\)":
+            [f"ckpt_path={ckpt}", "data.source.image_size=16"],
+        "ckpt_path=.*does not exist": [f"ckpt_path={tmp_path / 'none.ckpt'}"],
+        "evaluation.battery=": [f"samples={npz}", "evaluation.battery=maybe"],
+        "evaluation.timestep_bins=": [f"samples={npz}", "evaluation.timestep_bins=-1"],
+        "sampler.steps": [f"ckpt_path={ckpt}", "sampler=ddim", "sampler.steps=0"],
+        r"evaluation.battery_options.glcm_distances=\[9\] must be below the image size 8x8":
+            [f"samples={npz}", "+evaluation.battery_options.glcm_distances=[9]"],
+        "device=": [f"samples={npz}"],
+    }
+    (tmp_path / "16x16.npzx").write_text("not samples")
+    for message, overrides in cases.items():
+        cfg = compose_eval(overrides, tmp_path, cache_dir)
+        if message == "device=":
+            cfg.device = "tpu"
+        with pytest.raises(ConfigError, match=message):
+            evaluate(cfg)
+        assert not (Path(cfg.paths.output_dir) / "metrics.json").exists(), message
+    for metric in ["no_such_metric", "val_loss", "spectral_mse"]:  # sd-eval has no validation loss
+        battery = "evaluation.battery=false" if metric == "spectral_mse" else "evaluation.battery=true"
+        with pytest.raises(ConfigError, match=f"optimized_metric='{metric}' is not a metric this run computes"):
+            evaluate(compose_eval([f"samples={npz}", battery, f"optimized_metric={metric}"], tmp_path, cache_dir))
+
+
+def test_callback_options_are_checked_at_construction():
+    from spectral_diffusion.callbacks import SpectralEvaluation
+
+    with pytest.raises(ConfigError, match=r"callbacks.spectral_eval.battery_options.groups='fid' is not allowed"):
+        SpectralEvaluation(battery_options={"groups": ["fid"]})
+    with pytest.raises(ConfigError, match="callbacks.spectral_eval.every_n_steps=0"):
+        SpectralEvaluation(every_n_steps=0)
+
+
+# --- the pieces ------------------------------------------------------------------------------------------------
+def test_timestep_grid_snaps_to_the_discrete_schedule(cfg_debug):
+    process = build(cfg_debug).module.process
+    torch.testing.assert_close(timestep_grid(process, 10), torch.arange(0.05, 1.0, 0.1))
+    torch.testing.assert_close(timestep_grid(process, 3), torch.tensor([167, 500, 833]) / 1000.0)
+    assert timestep_grid(process, 2000)[0] == pytest.approx(1e-3)  # never the clean endpoint t = 0
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_validation_loss_of_a_zero_network(tmp_path, cache_dir, prediction):
+    """A network that outputs 0 has MSE = mean ε² (eps) or mean x0² (x0) at every t: known values."""
+    cfg = compose_train(["debug=default", f"loss.prediction={prediction}"], tmp_path, cache_dir)
+    components = build(cfg)
+    module, images = components.module, components.datamodule.val_images[:20]
+    for parameter in module.ema.module.parameters():
+        parameter.data.zero_()
+    _, losses = validation_loss_by_time(module, images, bins=4, seed=7, batch_size=6)
+    if prediction == "eps":
+        noise = torch.stack([torch.randn((1, 8, 8), generator=torch.Generator().manual_seed(7 + i))
+                             for i in range(len(images))])
+        expected = noise.double().square().mean()
+    else:
+        expected = images.double().square().mean()
+    torch.testing.assert_close(losses, torch.full((4,), expected.item(), dtype=torch.float64))
+    _, whole = validation_loss_by_time(module, images, bins=4, seed=7, batch_size=20)
+    torch.testing.assert_close(whole, losses)  # batching does not change it
+
+
+def test_runtime_counts_network_evaluations_per_trajectory(cfg_debug):
+    module = build(cfg_debug).module
+    samples, runtime = timed_generate(module, 10, seed=0, batch_size=4)
+    assert samples.shape == (10, 1, 8, 8)
+    assert runtime["sampler_nfe"] == 5  # debug sampler: DDIM, 5 steps; 3 batches must not triple it
+    assert runtime["num_parameters"] == module.num_parameters()
+    assert runtime["sample_seconds_per_image"] == pytest.approx(runtime["sample_seconds"] / 10)
+
+
+def test_definitions_name_extractor_and_count():
+    assert "classifier" in describe("fid_classifier@64") and "64" in describe("fid_classifier@64")
+    assert "perfect model" in describe("fid_floor_inception@500")
+    assert describe("kid_std_classifier@64").startswith("std of KID")
+    assert describe("no_such_metric") == ""
+    assert describe("js_divergence", [("js_divergence", "JS")]) == "JS"
+
+
+# --- sd-train: the battery in metrics.json and report.md, the callback in TensorBoard ---------------------------
+def test_sd_train_records_battery_and_report(debug_run):
+    run_dir, metrics = debug_run
+    stored = json.loads((run_dir / "metrics.json").read_text())
+    for key in ["fid_classifier@64", "fid_floor_classifier@180", "kid_classifier@64", "sampler_nfe", "objective",
+                "js_divergence", "spectral_mse", "severity"]:
+        assert key in stored, key
+    assert stored["objective"] == stored["fid_classifier@64"] and stored["sampler_nfe"] == 5
+    # LPIPS runs only with local backbone weights; otherwise it is skipped with a reason, never silently
+    if "lpips_diversity" not in stored:  # the reason names this config's key
+        assert "evaluation.battery_options.lpips_weights" in stored["skipped"]["lpips"]
+    check_report(run_dir, metrics)
+
+
+def test_callback_logs_battery_and_timestep_loss(debug_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = debug_run
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
+    assert [e.step for e in events.Scalars("battery/spectral_mse")] == [3, 6]
+    assert all(np.isfinite(e.value) for e in events.Scalars("battery/js_divergence"))
+    timestep_tags = sorted(tag for tag in scalars if tag.startswith("val_loss_by_t/"))
+    assert len(timestep_tags) == 10
+    assert {"battery/val_loss_by_t", "battery/radial_power_spectrum", "eval/val_loss_by_t"} <= images
+    assert not any(tag.startswith("battery/classifier_auc") for tag in scalars)  # off in the callback's options
