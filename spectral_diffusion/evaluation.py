@@ -243,9 +243,7 @@ def validation_loss_by_time(module, images: Tensor, *, bins: int = 10, seed: int
     to t_k for every image; image i's noise comes from generator ``seed + i`` (the same ε at every t_k
     and every call), so curves of successive checkpoints differ only by the weights.
     """
-    from spectral_diffusion.losses import DiffusionLoss, LossContext
-
-    process, loss_fn = module.process, module.loss_fn
+    process = module.process
     times = timestep_grid(process, bins)
     totals = torch.zeros(bins, dtype=torch.float64)
     was_training = module.training
@@ -257,16 +255,8 @@ def validation_loss_by_time(module, images: Tensor, *, bins: int = 10, seed: int
         eps = process.noise(x0.shape, sample_generators(seed, start, count), device=device, dtype=x0.dtype)
         for k, time_k in enumerate(times.tolist()):
             t = torch.full((count,), time_k, device=device)
-            x_t = process.q_sample(x0, t, eps)
-            x0_condition = module._self_condition(x_t, t, True, None)
-            output = module(x_t, t, use_ema=True, x0_condition=x0_condition)
-            target = process.target(x0, eps, t, loss_fn.prediction)
-            if isinstance(loss_fn, DiffusionLoss):
-                losses = loss_fn(output, target, LossContext(x0=x0, x_t=x_t, t=t, process=process))
-            else:
-                losses = loss_fn(output, target)
-            losses = losses.double()
-            totals[k] += losses.reshape(count, -1).mean(1).sum().item() if losses.ndim else losses.item() * count
+            losses = module._common_step(x0, use_ema=True, t=t, eps=eps, reduce=False)
+            totals[k] += losses.double().sum().item()
     module.train(was_training)
     return times, totals / max(1, len(images))
 

@@ -102,17 +102,25 @@ class DiffusionModule(LightningModule):
             return self.process.x0_eps(x_t, t, first, self.loss_fn.prediction)[0].clamp(-1.0, 1.0)
 
     # --- steps ----------------------------------------------------------------------------------
-    def _common_step(self, x0: Tensor, generator: torch.Generator | None = None, use_ema: bool = False) -> Tensor:
+    def _common_step(self, x0: Tensor, generator: torch.Generator | None = None, use_ema: bool = False, *,
+                     t: Tensor | None = None, eps: Tensor | None = None, reduce: bool = True) -> Tensor:
+        """The training objective on a clean batch: t and ε drawn (or given), mean loss (or per sample)."""
         batch = x0.shape[0]
-        t = self.process.training_times(batch, generator, device=x0.device)
-        eps = self.process.noise(x0.shape, generator, device=x0.device, dtype=x0.dtype)
+        if t is None:
+            t = self.process.training_times(batch, generator, device=x0.device)
+        if eps is None:
+            eps = self.process.noise(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         x_t = self.process.q_sample(x0, t, eps)
         x0_condition = self._self_condition(x_t, t, use_ema, generator)
         output = self(x_t, t, use_ema=use_ema, x0_condition=x0_condition)
         target = self.process.target(x0, eps, t, self.loss_fn.prediction)
         if isinstance(self.loss_fn, DiffusionLoss):
-            return self.loss_fn(output, target, LossContext(x0=x0, x_t=x_t, t=t, process=self.process)).mean()
-        return self.loss_fn(output, target).mean()  # any plain callable loss(output, target)
+            losses = self.loss_fn(output, target, LossContext(x0=x0, x_t=x_t, t=t, process=self.process))
+        else:
+            losses = self.loss_fn(output, target)  # any plain callable loss(output, target)
+        if reduce:
+            return losses.mean()
+        return losses.reshape(batch, -1).mean(1) if losses.ndim else losses.expand(batch)
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         loss = self._common_step(batch)
