@@ -163,8 +163,9 @@ def dpm_solver_pp(denoise_fn: DenoiseFn, process, x_T: Tensor, steps: int | Tens
         order 1: D_i = x̂0_{i-1}                                     (equals DDIM η = 0)
         order 2: D_i = (1 + 1/(2 r_i)) x̂0_{i-1} − 1/(2 r_i) x̂0_{i-2},  r_i = h_{i-1}/h_i
         order 3: φ-weighted first and second divided differences of x̂0 (``_third_order``, see its note).
-    Warm-up steps use the highest order the history allows; with ``lower_order_final`` and fewer than 15
-    steps the last noisy steps lower their order too (Lu et al.'s stabilising trick). The step onto t = 0
+    Warm-up steps use the highest order the history allows; with ``lower_order_final`` the last noisy steps
+    lower their order too (Lu et al.'s stabilising trick, which they apply below 15 steps; here at every step
+    count, because grids end at t = 1/T and that final step in λ is long at any count). The step onto t = 0
     (S = 0, λ = +∞, e^{−h} = 0) is the first-order limit x_0 = A_0 x̂0. A flow start (A = 0, λ = −∞) gives
     h = +∞ and e^{−h} = 0, so the first step is x = A x̂0 and the next step's 1/r = h/h_prev = 0: finite.
     Code ↔ paper: ``lam`` = λ_t, ``h`` = h_i, ``m0, m1, m2`` = x_θ at t_{i-1}, t_{i-2}, t_{i-3}.
