@@ -24,7 +24,7 @@ from spectral_diffusion.metrics.statistics import (
 from spectral_diffusion.spectral.bands import MAX_RADIUS, band_edges, band_index
 from spectral_diffusion.spectral.frequency import (
     hermitian_multiplicity,
-    radial_bin_index,
+    radial_average,
     radial_frequency,
 )
 from spectral_diffusion.utils.validation import ConfigError
@@ -40,21 +40,6 @@ def power_sum(images: Tensor) -> Tensor:
     """Σ over images and channels of |rfft2(x, norm="ortho")|², float64 (H, W//2+1)."""
     spectrum = torch.fft.rfft2(images.to(torch.float64), norm="ortho")
     return spectrum.abs().square().sum(dim=(0, 1))
-
-
-def radial_average(power: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
-    """Radially average a power grid (H, W//2+1): (bin frequencies, mean power per bin), float64.
-
-    The bins and Hermitian weights of ``spectral.frequency.radial_power_spectrum``: bin round(|f|·max(H, W)),
-    every rfft2 coefficient counted as often as it appears on the full grid; empty bins are dropped.
-    """
-    bins = radial_bin_index(height, width, device=power.device).flatten()
-    weights = hermitian_multiplicity(height, width, device=power.device).flatten()
-    count = torch.zeros(int(bins.max()) + 1, dtype=torch.float64, device=power.device).index_add_(0, bins, weights)
-    total = torch.zeros_like(count).index_add_(0, bins, weights * power.flatten().to(torch.float64))
-    filled = count > 0
-    frequencies = torch.arange(len(count), dtype=torch.float64, device=power.device) / max(height, width)
-    return frequencies[filled], total[filled] / count[filled]
 
 
 def log_spectrum_mse(power_real: Tensor, power_fake: Tensor) -> float:

@@ -11,6 +11,7 @@ functional cores (``js_divergence``, ``histogram_wasserstein``, ``welch_t_test``
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 
 import scipy.stats
 import torch
@@ -59,8 +60,9 @@ class TwoSampleMetric(Metric):
         check_images(images)
         self._update(images.detach(), "real" if real else "fake")
 
+    @abstractmethod
     def _update(self, images: Tensor, split: str) -> None:
-        raise NotImplementedError
+        """Accumulate a batch of images (already checked and detached) into the ``split`` ("real"/"fake") states."""
 
     def state(self, name: str, split: str) -> Tensor:
         value = getattr(self, f"{name}_{split}")
@@ -357,8 +359,10 @@ class PrecisionRecall(TwoSampleMetric):
         self._add_pair("features", None, reduce="cat")
 
     def update(self, inputs: Tensor, real: bool) -> None:
-        # inputs are images when an extractor is set, else features (N, D)
-        split = "real" if real else "fake"
+        # inputs are images when an extractor is set, else features (N, D): no image check here
+        self._update(inputs.detach(), "real" if real else "fake")
+
+    def _update(self, inputs: Tensor, split: str) -> None:
         with torch.no_grad():
             features = inputs if self.extractor is None else self.extractor(inputs)
         self._append("features", split, features.detach().reshape(len(features), -1).to(torch.float64))

@@ -11,6 +11,7 @@ from spectral_diffusion.spectral.bases import (
 from spectral_diffusion.spectral.frequency import (
     data_power_spectrum,
     hermitian_multiplicity,
+    radial_average,
     radial_bin_index,
     radial_frequency,
     radial_power_spectrum,
@@ -25,6 +26,7 @@ __all__ = [
     "data_power_spectrum",
     "hermitian_multiplicity",
     "make_basis",
+    "radial_average",
     "radial_bin_index",
     "radial_frequency",
     "radial_power_spectrum",

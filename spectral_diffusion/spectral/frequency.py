@@ -39,28 +39,37 @@ def radial_bin_index(height: int, width: int, *, device=None) -> Tensor:
     return torch.round(radius * max(height, width)).long()
 
 
+def radial_average(power: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Radially average a power grid on the rfft2 layout (H, W//2+1): (bin frequencies, mean power), float64.
+
+    Bin round(|f|·max(H, W)); every rfft2 coefficient counts as often as it appears on the full grid
+    (``hermitian_multiplicity``); ``frequencies`` are the bin radii in cycles per pixel. Empty bins (none for
+    square images) are dropped.
+    """
+    bins = radial_bin_index(height, width, device=power.device).flatten()
+    weights = hermitian_multiplicity(height, width, device=power.device).flatten()
+    count = torch.zeros(int(bins.max()) + 1, dtype=torch.float64, device=power.device).index_add_(0, bins, weights)
+    total = torch.zeros_like(count).index_add_(0, bins, weights * power.flatten().to(torch.float64))
+    filled = count > 0
+    frequencies = torch.arange(len(count), dtype=torch.float64, device=power.device) / max(height, width)
+    return frequencies[filled], total[filled] / count[filled]
+
+
 def radial_power_spectrum(images: Tensor, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
     """Radially averaged power spectrum of ``images`` (N, C, H, W): (frequencies, power), float64.
 
     Power is |rfft2(x, norm="ortho")|² averaged over images, channels and every full-grid coefficient
-    whose radius falls in a bin (Hermitian mirrors counted); ``frequencies`` are the bin radii in
-    cycles per pixel. Empty bins (none for square images) are dropped.
+    whose radius falls in a bin (Hermitian mirrors counted; ``radial_average``); ``frequencies`` are the
+    bin radii in cycles per pixel.
     """
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
     _, channels, height, width = images.shape
-    bins = radial_bin_index(height, width)
-    weights = hermitian_multiplicity(height, width)
     total = torch.zeros(height, width // 2 + 1, dtype=torch.float64)
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start:start + batch_size].detach().to("cpu", torch.float64)
         total += torch.fft.rfft2(chunk, norm="ortho").abs().square().sum(dim=(0, 1))
-    mean_power = total / (images.shape[0] * channels)
-    count = torch.zeros(int(bins.max()) + 1, dtype=torch.float64).index_add_(0, bins.flatten(), weights.flatten())
-    power = torch.zeros_like(count).index_add_(0, bins.flatten(), (weights * mean_power).flatten())
-    filled = count > 0
-    frequencies = torch.arange(len(count), dtype=torch.float64) / max(height, width)
-    return frequencies[filled], power[filled] / count[filled]
+    return radial_average(total / (images.shape[0] * channels), height, width)
 
 
 def data_power_spectrum(images: Tensor, *, floor: float = 1e-8, batch_size: int = 1024) -> Tensor:
