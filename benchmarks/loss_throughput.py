@@ -13,7 +13,6 @@ import argparse
 import statistics
 
 import torch
-
 from timing import compose_config, time_plain_steps
 
 VARIANTS = {

@@ -7,9 +7,13 @@ difference after equal wall-clock training.
 
 Phase 1 (per model, in this process): parameter count, median plain training step (forward under the
 configured autocast, loss, backward, clipping, Adam, EMA; ``timing.time_plain_steps``) as images/s, and
-seconds per image of DDIM with 50 steps. Phase 2: one ``sd-train`` subprocess per model with
-``trainer.max_steps = budget / step time`` (so the learning-rate schedule completes) and
-``trainer.max_time = budget`` as a hard cap, each in its own run folder; its metrics.json gives the FID and
+seconds per image of DDIM with 50 steps, all measured with nothing else running. Calibration: the step
+timed again inside ``Trainer.fit`` (``timing.time_lightning_steps``) with ``--jobs`` copies running at once,
+the load phase 2 puts on the machine. Phase 2: one ``sd-train`` subprocess per model with
+``trainer.max_steps = (1 - margin) * budget / calibrated step time`` (so the learning-rate schedule
+completes; the margin pays for start-up, validation and checkpoints) and ``trainer.max_time = budget`` as a
+hard cap, each in its own run folder, with the in-training sampling callbacks (sample grid, spectral
+evaluation) off so that the budget goes to training. Its metrics.json gives the FID and
 the spectral slopes of the generated and the held-out real images (the evaluation battery's
 ``spectral_slope_fake`` / ``spectral_slope_real``: β of P(f) ∝ |f|^−β, ``metrics.spectral.fit_spectral_slope``).
 A model whose run folder already holds metrics.json is not trained again (resume). Results: results.csv and
@@ -31,8 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from timing import compose_config, time_plain_steps
-
+from timing import compose_config, time_lightning_steps, time_plain_steps
 
 VARIANTS: dict[str, list[str]] = {
     "unet_tiny": ["model=unet_tiny"],
@@ -42,8 +45,8 @@ VARIANTS: dict[str, list[str]] = {
     "unet_spectral_dual_real": ["model=unet_spectral", "model.complex_mode=dual_real"],
     "unet_hybrid": ["model=unet_hybrid"],
 }
-COLUMNS = ["model", "parameters", "train_images_per_s", "step_ms", "sample_s_per_image", "budget_s", "max_steps",
-           "steps_done", "train_seconds", "fid_name", "fid", "slope_generated", "slope_real", "slope_difference"]
+COLUMNS = ["model", "parameters", "train_images_per_s", "step_ms", "sample_s_per_image", "loaded_step_ms",
+           "budget_s", "max_steps", "steps_done", "train_seconds", "fid_name", "fid", "slope_generated", "slope_real", "slope_difference"]
 
 
 def measure(name: str, overrides: list[str], warmup: int, steps: int, sample_images: int) -> dict:
@@ -59,17 +62,34 @@ def measure(name: str, overrides: list[str], warmup: int, steps: int, sample_ima
             "step_ms": 1e3 * step, "sample_s_per_image": sample_seconds}
 
 
-def train_run(name: str, overrides: list[str], run_dir: Path, budget_s: float, step_ms: float, threads: int,
-              summary_csv: Path) -> dict:
+def loaded_step_ms(name: str, overrides: list[str], jobs: int, threads: int, warmup: int, steps: int) -> float:
+    """Calibration: median step time of ``name`` inside ``Trainer.fit`` while ``jobs`` copies run at once."""
+    command = [sys.executable, __file__, "--time-only", name, "--threads", str(threads), "--warmup", str(warmup),
+               "--steps", str(steps), "--", *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(jobs)]
+    medians = []
+    for process in processes:
+        output, errors = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"calibration timing of {name} failed (exit {process.returncode}):\n{errors}")
+        medians.append(json.loads(output.strip().splitlines()[-1])["step_ms"])
+    return statistics.median(medians)
+
+
+def train_run(name: str, overrides: list[str], run_dir: Path, budget_s: float, step_ms: float, margin: float,
+              threads: int, summary_csv: Path) -> dict:
     """Phase 2: one sd-train subprocess with an equal wall-clock budget; returns its metrics.json."""
-    max_steps = max(1, int(budget_s / (step_ms / 1e3)))
+    max_steps = max(1, int((1.0 - margin) * budget_s / (step_ms / 1e3)))
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         seconds = max(1, math.ceil(budget_s))
         max_time = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
         command = [sys.executable, "-m", "spectral_diffusion.cli.train", *VARIANTS[name], *overrides,
                    f"hydra.run.dir={run_dir}", f"trainer.max_steps={max_steps}", f"+trainer.max_time={max_time}",
-                   f"paths.summary_csv={summary_csv}", "trainer.enable_progress_bar=false"]
+                   f"paths.summary_csv={summary_csv}", "trainer.enable_progress_bar=false",
+                   "~callbacks.sample_grid", "~callbacks.spectral_eval"]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir.parent / f"{name}.log", "w") as log:
@@ -87,12 +107,25 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=10.0, help="training wall clock per model")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="trainings run concurrently")
-    parser.add_argument("--out", type=Path, required=True, help="results folder (resumable)")
+    parser.add_argument("--out", type=Path, help="results folder (resumable); required")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     parser.add_argument("--sample-images", type=int, default=64)
+    parser.add_argument("--margin", type=float, default=0.05,
+                        help="max_steps leaves this fraction of the budget for validation, checkpoints and logging")
+    parser.add_argument("--time-only", metavar="MODEL", help=argparse.SUPPRESS)  # calibration subprocess
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = parser.parse_args()
+    if not 0.0 <= args.margin < 1.0:
+        parser.error(f"--margin must lie in [0, 1), got {args.margin}")
+    if args.time_only:
+        torch.set_num_threads(args.threads)
+        cfg = compose_config([*VARIANTS[args.time_only], *args.overrides])
+        times = time_lightning_steps(cfg, args.warmup, args.steps)
+        print(json.dumps({"step_ms": 1e3 * statistics.median(times)}))
+        return
+    if args.out is None:
+        parser.error("--out is required")
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
@@ -108,18 +141,28 @@ def main() -> None:
             phase1_path.write_text(json.dumps(phase1, indent=2) + "\n")
         print(f"{name:26s} {phase1[name]['parameters']:>9,d} params  {phase1[name]['train_images_per_s']:8.1f} img/s"
               f"  {phase1[name]['sample_s_per_image'] * 1e3:8.2f} ms/img (DDIM 50)", flush=True)
+    loaded_key = f"loaded_step_ms_jobs{args.jobs}"
+    for name in names:
+        if loaded_key not in phase1[name]:
+            phase1[name][loaded_key] = (phase1[name]["step_ms"] if args.jobs == 1 else
+                                        loaded_step_ms(name, args.overrides, args.jobs, args.threads, args.warmup,
+                                                       args.steps))
+            phase1_path.write_text(json.dumps(phase1, indent=2) + "\n")
+        print(f"{name:26s} step {phase1[name]['step_ms']:7.1f} ms alone, {phase1[name][loaded_key]:7.1f} ms with "
+              f"{args.jobs} at once", flush=True)
 
     budget_s = 60.0 * args.budget_minutes
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {name: pool.submit(train_run, name, args.overrides, args.out / "runs" / name, budget_s,
-                                     phase1[name]["step_ms"], args.threads, args.out / "summary.csv")
+                                     phase1[name][loaded_key], args.margin, args.threads,
+                                     args.out / "summary.csv")
                    for name in names}
         runs = {name: future.result() for name, future in futures.items()}
 
     rows = []
     for name in names:
         metrics = runs[name]
-        rows.append({**phase1[name], "budget_s": budget_s, "max_steps": metrics["max_steps"],
+        rows.append({**phase1[name], "loaded_step_ms": phase1[name][loaded_key], "budget_s": budget_s, "max_steps": metrics["max_steps"],
                      "steps_done": metrics["global_step"], "train_seconds": metrics["train_seconds"],
                      "fid_name": metrics.get("objective_name", ""), "fid": metrics.get("objective", math.nan),
                      "slope_generated": metrics.get("spectral_slope_fake", math.nan),
@@ -135,12 +178,12 @@ def write_results(out: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows({key: row[key] for key in COLUMNS} for row in rows)
     fid_name = rows[0]["fid_name"] if rows else "fid"
-    lines = [f"| model | parameters | train img/s | DDIM-50 s/img | steps | {fid_name} | slope diff |",
+    lines = [f"| model | parameters | train img/s | DDIM-50 s/img | steps done / planned | {fid_name} | slope diff |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['model']} | {row['parameters'] / 1e6:.2f} M | {row['train_images_per_s']:.0f} | "
-                     f"{row['sample_s_per_image']:.4f} | {row['steps_done']} | {row['fid']:.2f} | "
-                     f"{row['slope_difference']:+.3f} |")
+                     f"{row['sample_s_per_image']:.4f} | {row['steps_done']:,d} / {row['max_steps']:,d} | "
+                     f"{row['fid']:.2f} | {row['slope_difference']:+.3f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

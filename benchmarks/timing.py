@@ -10,6 +10,7 @@ import time
 
 import torch
 from hydra import compose, initialize_config_dir
+from lightning import Callback, Trainer
 from omegaconf import DictConfig
 
 from spectral_diffusion.cli import CONFIG_DIR
@@ -58,3 +59,31 @@ def time_plain_steps(cfg: DictConfig, warmup: int, steps: int) -> tuple[list[flo
         step()
         times.append(time.perf_counter() - start)
     return times, components
+
+
+class StepTimer(Callback):
+    """Wall time between consecutive training-batch ends inside Trainer.fit."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._last = None
+
+    def on_train_batch_end(self, *args) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.times.append(now - self._last)
+        self._last = now
+
+
+def time_lightning_steps(cfg: DictConfig, warmup: int, steps: int) -> list[float]:
+    """Seconds of each of ``steps`` timed steps inside ``Trainer.fit`` (no logger, checkpoints or validation)
+    after ``warmup`` untimed ones, on freshly built components."""
+    torch.manual_seed(0)
+    components = build(cfg)
+    timer = StepTimer()
+    trainer = Trainer(max_steps=warmup + steps + 1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, precision=cfg.trainer.precision,
+                      accelerator="cpu", limit_val_batches=0, gradient_clip_val=cfg.trainer.gradient_clip_val,
+                      callbacks=[timer])
+    trainer.fit(components.module, datamodule=components.datamodule)
+    return timer.times[warmup:]

@@ -12,27 +12,9 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import torch
-from lightning import Callback, Trainer
-
-from spectral_diffusion.pipeline import build
-from timing import compose_config, time_plain_steps
-
-
-class StepTimer(Callback):
-    """Wall time between consecutive training-batch ends inside Trainer.fit."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._last = None
-
-    def on_train_batch_end(self, *args) -> None:
-        now = time.perf_counter()
-        if self._last is not None:
-            self.times.append(now - self._last)
-        self._last = now
+from timing import compose_config, time_lightning_steps, time_plain_steps
 
 
 def main(overrides: list[str], warmup: int = 20, steps: int = 100) -> None:
@@ -40,13 +22,7 @@ def main(overrides: list[str], warmup: int = 20, steps: int = 100) -> None:
     plain, components = time_plain_steps(cfg, warmup, steps)
     module, batch_size, precision = components.module, components.datamodule.batch_size, cfg.trainer.precision
 
-    timer = StepTimer()
-    fresh = build(cfg)
-    trainer = Trainer(max_steps=warmup + steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, precision=precision, accelerator="cpu", limit_val_batches=0,
-                      gradient_clip_val=cfg.trainer.gradient_clip_val, callbacks=[timer])
-    trainer.fit(fresh.module, datamodule=fresh.datamodule)
-    framework = timer.times[warmup:]
+    framework = time_lightning_steps(cfg, warmup, steps)
 
     median_plain, median_framework = statistics.median(plain), statistics.median(framework)
     print(f"config overrides      : {' '.join(overrides) or '(default)'}")
