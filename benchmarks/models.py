@@ -16,8 +16,8 @@ hard cap, each in its own run folder, with the in-training sampling callbacks (s
 evaluation) off so that the budget goes to training. Its metrics.json gives the FID and
 the spectral slopes of the generated and the held-out real images (the evaluation battery's
 ``spectral_slope_fake`` / ``spectral_slope_real``: β of P(f) ∝ |f|^−β, ``metrics.spectral.fit_spectral_slope``).
-A model whose run folder already holds metrics.json is not trained again (resume). Results: results.csv and
-results.md in ``--out``.
+A model whose run folder already holds metrics.json is not trained again (resume). Results: results.csv,
+results.md and results.png (FID and slope difference against steps trained) in ``--out``.
 """
 
 from __future__ import annotations
@@ -186,6 +186,31 @@ def write_results(out: Path, rows: list[dict]) -> None:
                      f"{row['fid']:.2f} | {row['slope_difference']:+.3f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot(rows, out / "results.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """FID and spectral-slope difference against the training steps each model fitted into the budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.8), constrained_layout=True)
+    for axis, key, label in ((axes[0], "fid", rows[0]["fid_name"] if rows else "FID"),
+                             (axes[1], "slope_difference", "spectral slope, generated − real")):
+        for row in rows:
+            axis.scatter(row["steps_done"], row[key])
+            axis.annotate(row["model"], (row["steps_done"], row[key]), fontsize=7, xytext=(4, 3),
+                          textcoords="offset points")
+        axis.set_xscale("log")
+        axis.margins(0.2)
+        axis.set_xlabel(f"training steps in {rows[0]['budget_s'] / 60:g} min" if rows else "training steps")
+        axis.set_ylabel(label)
+    axes[0].set_yscale("log")
+    axes[1].axhline(0.0, color="grey", linewidth=0.8)
+    figure.savefig(path, dpi=150)
+    plt.close(figure)
 
 
 if __name__ == "__main__":
