@@ -1,19 +1,21 @@
 """Backbones compared: parameters, training images/s, DDIM sampling s/image, and FID and spectral-slope
 difference after equal wall-clock training.
 
-    python benchmarks/models.py --out bench-models                         # six variants, 10 min each
-    python benchmarks/models.py --jobs 2 --threads 1 --out bench-models    # two trainings at a time
+    python benchmarks/models.py --out bench-models                         # six variants, 10 min each, one at a time
+    python benchmarks/models.py --jobs 2 --threads 1 --out bench-models    # two trainings at a time (less fair)
     python benchmarks/models.py --models unet,unet_hybrid --budget-minutes 0.2 --out /tmp/b -- debug=default
 
 Phase 1 (per model, in this process): parameter count, median plain training step (forward under the
 configured autocast, loss, backward, clipping, Adam, EMA; ``timing.time_plain_steps``) as images/s, and
 seconds per image of DDIM with 50 steps, all measured with nothing else running. Calibration: the step
-timed again inside ``Trainer.fit`` (``timing.time_lightning_steps``) with ``--jobs`` copies running at once,
-the load phase 2 puts on the machine. Phase 2: one ``sd-train`` subprocess per model with
-``trainer.max_steps = (1 - margin) * budget / calibrated step time`` (so the learning-rate schedule
-completes; the margin pays for start-up, validation and checkpoints) and ``trainer.max_time = budget`` as a
-hard cap, each in its own run folder, with the in-training sampling callbacks (sample grid, spectral
-evaluation) off so that the budget goes to training. Its metrics.json gives the FID and
+timed again inside ``Trainer.fit`` (``timing.time_lightning_steps``) with ``--jobs`` copies running at once.
+Phase 2: one ``sd-train`` subprocess per model with ``trainer.max_steps = budget / calibrated step time``,
+so that every run trains for about the budget and completes its learning-rate schedule, and
+``trainer.max_time = (1 + slack) * budget`` as a hard cap; each in its own run folder, with the
+in-training sampling callbacks (sample grid, spectral evaluation) off so that the budget goes to training.
+The time each run actually trained is in the results. With ``--jobs 1`` (the default) the calibration is
+the conditions of phase 2; with ``--jobs 2`` a run's speed depends on which model shares the machine with
+it, which the calibration (two copies of the same model) does not capture. Its metrics.json gives the FID and
 the spectral slopes of the generated and the held-out real images (the evaluation battery's
 ``spectral_slope_fake`` / ``spectral_slope_real``: β of P(f) ∝ |f|^−β, ``metrics.spectral.fit_spectral_slope``).
 A model whose run folder already holds metrics.json is not trained again (resume). Results: results.csv,
@@ -45,7 +47,7 @@ VARIANTS: dict[str, list[str]] = {
     "unet_spectral_dual_real": ["model=unet_spectral", "model.complex_mode=dual_real"],
     "unet_hybrid": ["model=unet_hybrid"],
 }
-COLUMNS = ["model", "parameters", "train_images_per_s", "step_ms", "sample_s_per_image", "loaded_step_ms",
+COLUMNS = ["model", "parameters", "train_images_per_s", "step_ms", "sample_s_per_image", "calibrated_step_ms",
            "budget_s", "max_steps", "steps_done", "train_seconds", "fid_name", "fid", "slope_generated", "slope_real", "slope_difference"]
 
 
@@ -59,10 +61,10 @@ def measure(name: str, overrides: list[str], warmup: int, steps: int, sample_ima
     module.generate(sample_images, seed=0, batch_size=sample_images)
     sample_seconds = (time.perf_counter() - started) / sample_images
     return {"model": name, "parameters": module.num_parameters(), "train_images_per_s": batch_size / step,
-            "step_ms": 1e3 * step, "sample_s_per_image": sample_seconds}
+            "step_ms": 1e3 * step, "sample_s_per_image": sample_seconds, "threads": torch.get_num_threads()}
 
 
-def loaded_step_ms(name: str, overrides: list[str], jobs: int, threads: int, warmup: int, steps: int) -> float:
+def calibrated_step_ms(name: str, overrides: list[str], jobs: int, threads: int, warmup: int, steps: int) -> float:
     """Calibration: median step time of ``name`` inside ``Trainer.fit`` while ``jobs`` copies run at once."""
     command = [sys.executable, __file__, "--time-only", name, "--threads", str(threads), "--warmup", str(warmup),
                "--steps", str(steps), "--", *overrides]
@@ -78,13 +80,13 @@ def loaded_step_ms(name: str, overrides: list[str], jobs: int, threads: int, war
     return statistics.median(medians)
 
 
-def train_run(name: str, overrides: list[str], run_dir: Path, budget_s: float, step_ms: float, margin: float,
+def train_run(name: str, overrides: list[str], run_dir: Path, budget_s: float, step_ms: float, slack: float,
               threads: int, summary_csv: Path) -> dict:
     """Phase 2: one sd-train subprocess with an equal wall-clock budget; returns its metrics.json."""
-    max_steps = max(1, int((1.0 - margin) * budget_s / (step_ms / 1e3)))
+    max_steps = max(1, round(budget_s / (step_ms / 1e3)))
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
-        seconds = max(1, math.ceil(budget_s))
+        seconds = max(1, math.ceil((1.0 + slack) * budget_s))
         max_time = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
         command = [sys.executable, "-m", "spectral_diffusion.cli.train", *VARIANTS[name], *overrides,
                    f"hydra.run.dir={run_dir}", f"trainer.max_steps={max_steps}", f"+trainer.max_time={max_time}",
@@ -111,13 +113,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     parser.add_argument("--sample-images", type=int, default=64)
-    parser.add_argument("--margin", type=float, default=0.05,
-                        help="max_steps leaves this fraction of the budget for validation, checkpoints and logging")
+    parser.add_argument("--slack", type=float, default=0.1,
+                        help="trainer.max_time is (1 + slack) x the budget, a cap for runs slower than calibrated")
     parser.add_argument("--time-only", metavar="MODEL", help=argparse.SUPPRESS)  # calibration subprocess
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = parser.parse_args()
-    if not 0.0 <= args.margin < 1.0:
-        parser.error(f"--margin must lie in [0, 1), got {args.margin}")
+    if args.slack < 0.0:
+        parser.error(f"--slack must be >= 0, got {args.slack}")
     if args.time_only:
         torch.set_num_threads(args.threads)
         cfg = compose_config([*VARIANTS[args.time_only], *args.overrides])
@@ -136,25 +138,24 @@ def main() -> None:
     phase1_path = args.out / "phase1.json"
     phase1 = json.loads(phase1_path.read_text()) if phase1_path.is_file() else {}
     for name in names:
-        if name not in phase1:
+        if phase1.get(name, {}).get("threads") != args.threads:  # absent, or measured with other threads
             phase1[name] = measure(name, args.overrides, args.warmup, args.steps, args.sample_images)
             phase1_path.write_text(json.dumps(phase1, indent=2) + "\n")
         print(f"{name:26s} {phase1[name]['parameters']:>9,d} params  {phase1[name]['train_images_per_s']:8.1f} img/s"
               f"  {phase1[name]['sample_s_per_image'] * 1e3:8.2f} ms/img (DDIM 50)", flush=True)
-    loaded_key = f"loaded_step_ms_jobs{args.jobs}"
+    key = f"lightning_step_ms_jobs{args.jobs}_threads{args.threads}"
     for name in names:
-        if loaded_key not in phase1[name]:
-            phase1[name][loaded_key] = (phase1[name]["step_ms"] if args.jobs == 1 else
-                                        loaded_step_ms(name, args.overrides, args.jobs, args.threads, args.warmup,
-                                                       args.steps))
+        if key not in phase1[name]:
+            phase1[name][key] = calibrated_step_ms(name, args.overrides, args.jobs, args.threads, args.warmup,
+                                                   args.steps)
             phase1_path.write_text(json.dumps(phase1, indent=2) + "\n")
-        print(f"{name:26s} step {phase1[name]['step_ms']:7.1f} ms alone, {phase1[name][loaded_key]:7.1f} ms with "
-              f"{args.jobs} at once", flush=True)
+        print(f"{name:26s} step {phase1[name]['step_ms']:7.1f} ms plain, {phase1[name][key]:7.1f} ms in Trainer.fit "
+              f"with {args.jobs} at once", flush=True)
 
     budget_s = 60.0 * args.budget_minutes
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {name: pool.submit(train_run, name, args.overrides, args.out / "runs" / name, budget_s,
-                                     phase1[name][loaded_key], args.margin, args.threads,
+                                     phase1[name][key], args.slack, args.threads,
                                      args.out / "summary.csv")
                    for name in names}
         runs = {name: future.result() for name, future in futures.items()}
@@ -162,7 +163,7 @@ def main() -> None:
     rows = []
     for name in names:
         metrics = runs[name]
-        rows.append({**phase1[name], "loaded_step_ms": phase1[name][loaded_key], "budget_s": budget_s, "max_steps": metrics["max_steps"],
+        rows.append({**phase1[name], "calibrated_step_ms": phase1[name][key], "budget_s": budget_s, "max_steps": metrics["max_steps"],
                      "steps_done": metrics["global_step"], "train_seconds": metrics["train_seconds"],
                      "fid_name": metrics.get("objective_name", ""), "fid": metrics.get("objective", math.nan),
                      "slope_generated": metrics.get("spectral_slope_fake", math.nan),
@@ -178,12 +179,13 @@ def write_results(out: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows({key: row[key] for key in COLUMNS} for row in rows)
     fid_name = rows[0]["fid_name"] if rows else "fid"
-    lines = [f"| model | parameters | train img/s | DDIM-50 s/img | steps done / planned | {fid_name} | slope diff |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    header = (f"| model | parameters | train img/s | DDIM-50 ms/img | steps done / planned | minutes trained | "
+              f"{fid_name} | slope diff |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['model']} | {row['parameters'] / 1e6:.2f} M | {row['train_images_per_s']:.0f} | "
-                     f"{row['sample_s_per_image']:.4f} | {row['steps_done']:,d} / {row['max_steps']:,d} | "
-                     f"{row['fid']:.2f} | {row['slope_difference']:+.3f} |")
+        lines.append(f"| {row['model']} | {row['parameters']:,d} | {row['train_images_per_s']:.0f} | "
+                     f"{1e3 * row['sample_s_per_image']:.1f} | {row['steps_done']:,d} / {row['max_steps']:,d} | "
+                     f"{row['train_seconds'] / 60:.1f} | {row['fid']:.2f} | {row['slope_difference']:+.3f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(rows, out / "results.png")
