@@ -13,7 +13,8 @@ Phase 2: one ``sd-train`` subprocess per model with ``trainer.max_steps = budget
 so that every run trains for about the budget and completes its learning-rate schedule, and
 ``trainer.max_time = (1 + slack) * budget`` as a hard cap; each in its own run folder, with the
 in-training sampling callbacks (sample grid, spectral evaluation) off so that the budget goes to training.
-The time each run actually trained is in the results. With ``--jobs 1`` (the default) the calibration is
+The time each run actually trained, and its images/s over the whole run (``train_images_per_second`` of
+its metrics.json, which the results table shows), are in the results. With ``--jobs 1`` (the default) the calibration is
 the conditions of phase 2; with ``--jobs 2`` a run's speed depends on which model shares the machine with
 it, which the calibration (two copies of the same model) does not capture. Its metrics.json gives the FID and
 the spectral slopes of the generated and the held-out real images (the evaluation battery's
@@ -48,7 +49,7 @@ VARIANTS: dict[str, list[str]] = {
     "unet_hybrid": ["model=unet_hybrid"],
 }
 COLUMNS = ["model", "parameters", "train_images_per_s", "step_ms", "sample_s_per_image", "calibrated_step_ms",
-           "budget_s", "max_steps", "steps_done", "train_seconds", "fid_name", "fid", "slope_generated", "slope_real", "slope_difference"]
+           "budget_s", "max_steps", "steps_done", "train_seconds", "run_images_per_s", "fid_name", "fid", "slope_generated", "slope_real", "slope_difference"]
 
 
 def measure(name: str, overrides: list[str], warmup: int, steps: int, sample_images: int) -> dict:
@@ -165,6 +166,7 @@ def main() -> None:
         metrics = runs[name]
         rows.append({**phase1[name], "calibrated_step_ms": phase1[name][key], "budget_s": budget_s, "max_steps": metrics["max_steps"],
                      "steps_done": metrics["global_step"], "train_seconds": metrics["train_seconds"],
+                     "run_images_per_s": metrics["train_images_per_second"],
                      "fid_name": metrics.get("objective_name", ""), "fid": metrics.get("objective", math.nan),
                      "slope_generated": metrics.get("spectral_slope_fake", math.nan),
                      "slope_real": metrics.get("spectral_slope_real", math.nan),
@@ -179,11 +181,11 @@ def write_results(out: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows({key: row[key] for key in COLUMNS} for row in rows)
     fid_name = rows[0]["fid_name"] if rows else "fid"
-    header = (f"| model | parameters | train img/s | DDIM-50 ms/img | steps done / planned | minutes trained | "
+    header = (f"| model | parameters | training img/s | DDIM-50 ms/img | steps done / planned | minutes trained | "
               f"{fid_name} | slope diff |")
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['model']} | {row['parameters']:,d} | {row['train_images_per_s']:.0f} | "
+        lines.append(f"| {row['model']} | {row['parameters']:,d} | {row['run_images_per_s']:.0f} | "
                      f"{1e3 * row['sample_s_per_image']:.1f} | {row['steps_done']:,d} / {row['max_steps']:,d} | "
                      f"{row['train_seconds'] / 60:.1f} | {row['fid']:.2f} | {row['slope_difference']:+.3f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
