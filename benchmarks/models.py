@@ -1,25 +1,27 @@
 """Backbones compared: parameters, training images/s, DDIM sampling s/image, and FID and spectral-slope
 difference after equal wall-clock training.
 
-    python benchmarks/models.py --out bench-models                         # six variants, 10 min each, one at a time
-    python benchmarks/models.py --jobs 2 --threads 1 --out bench-models    # two trainings at a time (less fair)
+    python benchmarks/models.py --out bench-models                         # six variants, 10 min each
+    python benchmarks/models.py --jobs 2 --threads 1 --out bench-models    # two at a time (less fair)
     python benchmarks/models.py --models unet,unet_hybrid --budget-minutes 0.2 --out /tmp/b -- debug=default
 
-Phase 1 (per model, in this process): parameter count, median plain training step (forward under the
-configured autocast, loss, backward, clipping, Adam, EMA; ``timing.time_plain_steps``) as images/s, and
-seconds per image of DDIM with 50 steps, all measured with nothing else running. Calibration: the step
-timed again inside ``Trainer.fit`` (``timing.time_lightning_steps``) with ``--jobs`` copies running at once.
-Phase 2: one ``sd-train`` subprocess per model with ``trainer.max_steps = budget / calibrated step time``,
-so that every run trains for about the budget and completes its learning-rate schedule, and
-``trainer.max_time = (1 + slack) * budget`` as a hard cap; each in its own run folder, with the
-in-training sampling callbacks (sample grid, spectral evaluation) off so that the budget goes to training.
-The time each run actually trained, and its images/s over the whole run (``train_images_per_second`` of
-its metrics.json, which the results table shows), are in the results. With ``--jobs 1`` (the default) the calibration is
-the conditions of phase 2; with ``--jobs 2`` a run's speed depends on which model shares the machine with
-it, which the calibration (two copies of the same model) does not capture. Its metrics.json gives the FID and
-the spectral slopes of the generated and the held-out real images (the evaluation battery's
+Phase 1 (in this process, nothing else running): parameter count, median plain training step (forward
+under the configured autocast, loss, backward, clipping, Adam, EMA; ``timing.time_plain_steps``) and
+seconds per image of DDIM with 50 steps. Calibration: the step timed inside ``Trainer.fit``
+(``timing.time_lightning_steps``) in a fresh process, ``--jobs`` copies at once.
+
+Phase 2: one ``sd-train`` subprocess per model, each in its own run folder, with
+``trainer.max_steps = budget / calibrated step`` (so that the learning-rate schedule completes) and
+``trainer.max_time = (1 + slack) * budget`` as a hard cap, with the in-training sampling callbacks (sample
+grid, spectral evaluation) off so that the budget goes to training. A run that trained less than
+``(1 - tolerance) * budget`` or hit the cap is kept as ``runs/<model>.attempt1`` and trained once more
+with max_steps from its own steps per second. With ``--jobs 1`` (the default) the calibration matches
+phase 2's conditions; with ``--jobs 2`` a run's speed also depends on which model shares the machine.
+
+Each run's metrics.json gives its images/s over the whole run (``train_images_per_second``, the table's
+column), the FID, and the spectral slopes of the generated and held-out real images (the battery's
 ``spectral_slope_fake`` / ``spectral_slope_real``: β of P(f) ∝ |f|^−β, ``metrics.spectral.fit_spectral_slope``).
-A model whose run folder already holds metrics.json is not trained again (resume). Results: results.csv,
+A run folder that already holds metrics.json is not trained again (resume). Results: results.csv,
 results.md and results.png (FID and slope difference against steps trained) in ``--out``.
 """
 
@@ -38,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from timing import compose_config, time_lightning_steps, time_plain_steps
 
 VARIANTS: dict[str, list[str]] = {
@@ -81,13 +84,13 @@ def calibrated_step_ms(name: str, overrides: list[str], jobs: int, threads: int,
     return statistics.median(medians)
 
 
-def train_run(name: str, overrides: list[str], run_dir: Path, budget_s: float, step_ms: float, slack: float,
-              threads: int, summary_csv: Path) -> dict:
-    """Phase 2: one sd-train subprocess with an equal wall-clock budget; returns its metrics.json."""
-    max_steps = max(1, round(budget_s / (step_ms / 1e3)))
+def sd_train(name: str, overrides: list[str], run_dir: Path, max_steps: int, max_seconds: float, threads: int,
+             summary_csv: Path) -> dict:
+    """One sd-train subprocess in ``run_dir`` (skipped when it already holds metrics.json); returns its
+    metrics.json with the run's ``trainer.max_steps`` added."""
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
-        seconds = max(1, math.ceil((1.0 + slack) * budget_s))
+        seconds = max(1, math.ceil(max_seconds))
         max_time = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
         command = [sys.executable, "-m", "spectral_diffusion.cli.train", *VARIANTS[name], *overrides,
                    f"hydra.run.dir={run_dir}", f"trainer.max_steps={max_steps}", f"+trainer.max_time={max_time}",
@@ -95,13 +98,35 @@ def train_run(name: str, overrides: list[str], run_dir: Path, budget_s: float, s
                    "~callbacks.sample_grid", "~callbacks.spectral_eval"]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir.parent / f"{name}.log", "w") as log:
+        with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
             result = subprocess.run(command, check=False, env=env, stdout=log, stderr=subprocess.STDOUT)
         if result.returncode != 0:
             raise RuntimeError(f"sd-train for {name} failed (exit {result.returncode}); see {log.name}")
     metrics = json.loads(metrics_path.read_text())
-    metrics["max_steps"] = max_steps
+    metrics["max_steps"] = int(OmegaConf.load(run_dir / ".hydra" / "config.yaml").trainer.max_steps)
     return metrics
+
+
+def train_run(name: str, overrides: list[str], runs_dir: Path, budget_s: float, step_ms: float, slack: float,
+              tolerance: float, threads: int, summary_csv: Path) -> dict:
+    """Phase 2 for one model: train with ``max_steps`` from the calibrated step time. A run that trained
+    less than (1 - tolerance) of the budget, or hit the time cap before max_steps, is kept as
+    ``<name>.attempt1`` and trained once more with max_steps from its own steps per second."""
+    run_dir, first = runs_dir / name, runs_dir / f"{name}.attempt1"
+    cap = (1.0 + slack) * budget_s
+    if not first.is_dir():
+        metrics = sd_train(name, overrides, run_dir, max(1, round(budget_s / (step_ms / 1e3))), cap, threads,
+                           summary_csv)
+        if metrics["train_seconds"] >= (1.0 - tolerance) * budget_s and metrics["global_step"] >= metrics["max_steps"]:
+            return metrics
+        run_dir.rename(first)
+        (runs_dir / f"{name}.log").rename(runs_dir / f"{name}.attempt1.log")
+    earlier = json.loads((first / "metrics.json").read_text())
+    steps_per_second = earlier["global_step"] / earlier["train_seconds"]
+    max_steps = max(1, round(steps_per_second * budget_s * (1.0 + tolerance / 2)))
+    print(f"{name}: attempt 1 trained {earlier['global_step']} steps in {earlier['train_seconds']:.0f} s; "
+          f"again with max_steps={max_steps}", flush=True)
+    return sd_train(name, overrides, run_dir, max_steps, cap, threads, summary_csv)
 
 
 def main() -> None:
@@ -116,11 +141,15 @@ def main() -> None:
     parser.add_argument("--sample-images", type=int, default=64)
     parser.add_argument("--slack", type=float, default=0.1,
                         help="trainer.max_time is (1 + slack) x the budget, a cap for runs slower than calibrated")
+    parser.add_argument("--tolerance", type=float, default=0.03,
+                        help="a run that trained less than (1 - tolerance) x the budget is trained again")
     parser.add_argument("--time-only", metavar="MODEL", help=argparse.SUPPRESS)  # calibration subprocess
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = parser.parse_args()
     if args.slack < 0.0:
         parser.error(f"--slack must be >= 0, got {args.slack}")
+    if not 0.0 <= args.tolerance < 1.0:
+        parser.error(f"--tolerance must lie in [0, 1), got {args.tolerance}")
     if args.time_only:
         torch.set_num_threads(args.threads)
         cfg = compose_config([*VARIANTS[args.time_only], *args.overrides])
@@ -155,8 +184,8 @@ def main() -> None:
 
     budget_s = 60.0 * args.budget_minutes
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {name: pool.submit(train_run, name, args.overrides, args.out / "runs" / name, budget_s,
-                                     phase1[name][key], args.slack, args.threads,
+        futures = {name: pool.submit(train_run, name, args.overrides, args.out / "runs", budget_s,
+                                     phase1[name][key], args.slack, args.tolerance, args.threads,
                                      args.out / "summary.csv")
                    for name in names}
         runs = {name: future.result() for name, future in futures.items()}
