@@ -231,6 +231,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.8), constrained_layout=True)
     for axis, key, label in ((axes[0], "fid", rows[0]["fid_name"] if rows else "FID"),
@@ -240,10 +241,13 @@ def plot(rows: list[dict], path: Path) -> None:
             axis.annotate(row["model"], (row["steps_done"], row[key]), fontsize=7, xytext=(4, 3),
                           textcoords="offset points")
         axis.set_xscale("log")
+        axis.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
         axis.margins(0.2)
-        axis.set_xlabel(f"training steps in {rows[0]['budget_s'] / 60:g} min" if rows else "training steps")
+        axis.set_xlabel(f"training steps in the {rows[0]['budget_s'] / 60:g}-minute budget" if rows
+                        else "training steps")
         axis.set_ylabel(label)
-    axes[0].set_yscale("log")
     axes[1].axhline(0.0, color="grey", linewidth=0.8)
     figure.savefig(path, dpi=150)
     plt.close(figure)
