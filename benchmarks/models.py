@@ -15,8 +15,9 @@ Phase 2: one ``sd-train`` subprocess per model, each in its own run folder, with
 ``trainer.max_time = (1 + slack) * budget`` as a hard cap, with the in-training sampling callbacks (sample
 grid, spectral evaluation) off so that the budget goes to training. A run that trained less than
 ``(1 - tolerance) * budget``, or hit the cap before ``1 - 3 * tolerance`` of its max_steps, is kept as
-``runs/<model>.attempt1`` and trained once more with max_steps from its own steps per second. With ``--jobs 1`` (the default) the calibration matches
-phase 2's conditions; with ``--jobs 2`` a run's speed also depends on which model shares the machine.
+``runs/<model>.attempt1`` and trained once more with max_steps from its own steps per second. With
+``--jobs 1`` (the default) the calibration matches phase 2's conditions; with ``--jobs 2`` a run's speed
+also depends on which model shares the machine.
 
 Each run's metrics.json gives its images/s over the whole run (``train_images_per_second``, the table's
 column), the FID, and the spectral slopes of the generated and held-out real images (the battery's
@@ -52,7 +53,8 @@ VARIANTS: dict[str, list[str]] = {
     "unet_hybrid": ["model=unet_hybrid"],
 }
 COLUMNS = ["model", "parameters", "train_images_per_s", "step_ms", "sample_s_per_image", "calibrated_step_ms",
-           "budget_s", "max_steps", "steps_done", "train_seconds", "run_images_per_s", "fid_name", "fid", "slope_generated", "slope_real", "slope_difference"]
+           "budget_s", "max_steps", "steps_done", "train_seconds", "run_images_per_s", "fid_name", "fid",
+           "slope_generated", "slope_real", "slope_difference"]
 
 
 def measure(name: str, overrides: list[str], warmup: int, steps: int, sample_images: int) -> dict:
@@ -196,7 +198,8 @@ def main() -> None:
     rows = []
     for name in names:
         metrics = runs[name]
-        rows.append({**phase1[name], "calibrated_step_ms": phase1[name][key], "budget_s": budget_s, "max_steps": metrics["max_steps"],
+        rows.append({**phase1[name], "calibrated_step_ms": phase1[name][key], "budget_s": budget_s,
+                     "max_steps": metrics["max_steps"],
                      "steps_done": metrics["global_step"], "train_seconds": metrics["train_seconds"],
                      "run_images_per_s": metrics["train_images_per_second"],
                      "fid_name": metrics.get("objective_name", ""), "fid": metrics.get("objective", math.nan),
