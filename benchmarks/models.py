@@ -158,7 +158,7 @@ def main() -> None:
     if args.time_only:
         torch.set_num_threads(args.threads)
         cfg = compose_config([*VARIANTS[args.time_only], *args.overrides])
-        times = time_lightning_steps(cfg, args.warmup, args.steps)
+        times = time_lightning_steps(cfg, args.warmup, args.steps, accelerator=cfg.trainer.accelerator)
         print(json.dumps({"step_ms": 1e3 * statistics.median(times)}))
         return
     if args.out is None:

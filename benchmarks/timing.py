@@ -75,15 +75,16 @@ class StepTimer(Callback):
         self._last = now
 
 
-def time_lightning_steps(cfg: DictConfig, warmup: int, steps: int) -> list[float]:
+def time_lightning_steps(cfg: DictConfig, warmup: int, steps: int, accelerator: str = "cpu") -> list[float]:
     """Seconds of each of ``steps`` timed steps inside ``Trainer.fit`` (no logger, checkpoints or validation)
-    after ``warmup`` untimed ones, on freshly built components."""
+    after ``warmup`` untimed ones, on freshly built components (on the CPU, like ``time_plain_steps``, unless
+    ``accelerator`` says otherwise)."""
     torch.manual_seed(0)
     components = build(cfg)
     timer = StepTimer()
     trainer = Trainer(max_steps=warmup + steps + 1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, precision=cfg.trainer.precision,
-                      accelerator="cpu", limit_val_batches=0, gradient_clip_val=cfg.trainer.gradient_clip_val,
+                      accelerator=accelerator, devices=1, limit_val_batches=0, gradient_clip_val=cfg.trainer.gradient_clip_val,
                       callbacks=[timer])
     trainer.fit(components.module, datamodule=components.datamodule)
     return timer.times[warmup:]
