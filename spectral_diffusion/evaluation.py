@@ -255,7 +255,7 @@ def validation_loss_by_time(module, images: Tensor, *, bins: int = 10, seed: int
         eps = process.noise(x0.shape, sample_generators(seed, start, count), device=device, dtype=x0.dtype)
         for k, time_k in enumerate(times.tolist()):
             t = torch.full((count,), time_k, device=device)
-            losses = module._common_step(x0, use_ema=True, t=t, eps=eps, reduce=False)
+            losses = module.per_sample_loss(x0, t=t, eps=eps, use_ema=True)
             totals[k] += losses.double().sum().item()
     module.train(was_training)
     return times, totals / max(1, len(images))

@@ -122,6 +122,11 @@ class DiffusionModule(LightningModule):
             return losses.mean()
         return losses.reshape(batch, -1).mean(1) if losses.ndim else losses.expand(batch)
 
+    def per_sample_loss(self, x0: Tensor, *, t: Tensor, eps: Tensor, use_ema: bool = True) -> Tensor:
+        """The training objective per sample (B,) at given times ``t`` and noise ``eps``: what evaluation
+        reads to compare checkpoints on fixed (t, ε)."""
+        return self._common_step(x0, use_ema=use_ema, t=t, eps=eps, reduce=False)
+
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         loss = self._common_step(batch)
         if not torch.isfinite(loss):

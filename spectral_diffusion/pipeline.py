@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +32,7 @@ from spectral_diffusion.evaluation import (
 )
 from spectral_diffusion.module import DiffusionModule
 from spectral_diffusion.utils.images import save_grid, save_samples_npz
+from spectral_diffusion.utils.progress import progress_bar
 from spectral_diffusion.utils.summary import append_row, git_commit
 from spectral_diffusion.utils.validation import ConfigError
 
@@ -145,22 +145,6 @@ def resolve_optimized_metric(cfg: DictConfig, names: dict[str, str]) -> str | No
     raise ConfigError(f"optimized_metric={name!r} is not a metric this run computes; choose one of {allowed}{battery}")
 
 
-def _progress(label: str):
-    from tqdm.auto import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=label, unit="img", file=sys.stderr)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run ``sd-train``: returns the metrics dict (``optimized_metric`` under key ``"objective"``)."""
     output_dir = Path(cfg.paths.output_dir)
@@ -207,7 +191,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # --- sample from the EMA weights with the configured sampler, then evaluate against held-out images ---
     evaluation = cfg.evaluation
     samples, runtime = timed_generate(module, int(evaluation.num_samples), seed=int(evaluation.seed),
-                                      batch_size=int(evaluation.batch_size), progress=_progress("sampling"))
+                                      batch_size=int(evaluation.batch_size), progress=progress_bar("sampling"))
     metrics.update(runtime)
     save_samples_npz(samples, output_dir / "samples.npz", seed=int(evaluation.seed))
     save_grid(samples[: int(evaluation.grid_size)], output_dir / "samples.png")

@@ -23,7 +23,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from spectral_diffusion import evaluation as ev
     from spectral_diffusion.diffusion.samplers import validate_sampler
     from spectral_diffusion.pipeline import (
-        _progress,
         instantiate_checked,
         load_module,
         record,
@@ -31,6 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         validate_evaluation,
     )
     from spectral_diffusion.utils.images import save_grid, save_samples_npz
+    from spectral_diffusion.utils.progress import progress_bar
     from spectral_diffusion.utils.validation import ConfigError, check_choice
 
     # --- checks, before any work ---------------------------------------------------------------------
@@ -73,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         seed = int(cfg.evaluation.seed)
         samples, runtime = ev.timed_generate(module, num_samples, sampler=sampler, seed=seed,
                                              batch_size=int(cfg.evaluation.batch_size), use_ema=bool(cfg.use_ema),
-                                             progress=_progress("sampling"))
+                                             progress=progress_bar("sampling"))
         save_samples_npz(samples, output_dir / "samples.npz", seed=seed)
         save_grid(samples[: int(cfg.evaluation.grid_size)], output_dir / "samples.png")
     metrics = ev.evaluate_images(samples, datamodule, extractor, cfg, output_dir, module=module,

@@ -18,7 +18,8 @@ def sample(cfg: DictConfig) -> Path:
     from hydra.utils import instantiate
 
     from spectral_diffusion.diffusion.samplers import validate_sampler
-    from spectral_diffusion.pipeline import _progress, load_module
+    from spectral_diffusion.pipeline import load_module
+    from spectral_diffusion.utils.progress import progress_bar
     from spectral_diffusion.utils.images import save_grid, save_samples_npz
     from spectral_diffusion.utils.validation import ConfigError, check_choice
 
@@ -31,7 +32,7 @@ def sample(cfg: DictConfig) -> Path:
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else module.sampler
     validate_sampler(sampler, module.process)
     samples = module.generate(int(cfg.n), sampler=sampler, seed=int(cfg.seed), batch_size=int(cfg.batch_size),
-                              use_ema=bool(cfg.use_ema), progress=_progress("sampling"))
+                              use_ema=bool(cfg.use_ema), progress=progress_bar("sampling"))
     output_dir = Path(cfg.paths.output_dir)
     save_samples_npz(samples, output_dir / "samples.npz", seed=int(cfg.seed))
     grid = save_grid(samples, output_dir / "samples.png")

@@ -6,6 +6,7 @@ instantiated, before any training starts.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,4 +33,35 @@ def check_positive(key: str, value: float, *, strict: bool = True) -> float:
 def check_range(key: str, value: float, low: float, high: float) -> float:
     if not (low <= value <= high):
         raise ConfigError(f"{key}={value!r} is invalid; it must lie in [{low}, {high}]")
+    return value
+
+
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool and not a float that happens to be whole."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(key: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` when it is an integer within [minimum, maximum] (either bound optional)."""
+    low = "" if minimum is None else f" >= {minimum}"
+    high = "" if maximum is None else f" <= {maximum}"
+    bounds = f"{low}{' and' if low and high else ''}{high}"
+    if not is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ConfigError(f"{key}={value!r} is invalid; it must be an integer{bounds}")
+    return int(value)
+
+
+def check_int_list(key: str, values: Any, minimum: int | None = None, *, allow_empty: bool = True) -> list[int]:
+    """A list (or tuple, or ListConfig) of integers, each checked as ``key[i]``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ConfigError(f"{key}={values!r} is invalid; it must be a list of integers")
+    values = list(values)
+    if not values and not allow_empty:
+        raise ConfigError(f"{key}=[] is invalid; give at least one integer")
+    return [check_int(f"{key}[{i}]", value, minimum) for i, value in enumerate(values)]
+
+
+def check_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is invalid; it must be true or false")
     return value
