@@ -7,18 +7,12 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from spectral_diffusion.utils.validation import ConfigError, check_range
-
-
-def _check_warmup(warmup_steps: int) -> int:
-    if int(warmup_steps) != warmup_steps or warmup_steps < 0:
-        raise ConfigError(f"scheduler.warmup_steps={warmup_steps!r} is invalid; it must be an integer >= 0")
-    return int(warmup_steps)
+from spectral_diffusion.utils.validation import ConfigError, check_int, check_range, is_int
 
 
 def warmup_constant(optimizer: Optimizer, warmup_steps: int = 200) -> LambdaLR:
     """lr rises linearly from lr/warmup_steps to lr over ``warmup_steps`` steps, then stays."""
-    warmup = _check_warmup(warmup_steps)
+    warmup = check_int("scheduler.warmup_steps", warmup_steps, 0)
     return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
 
 
@@ -26,8 +20,8 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int = 200, total_steps: in
                   final_lr_fraction: float = 0.05) -> LambdaLR:
     """Linear warm-up, then half a cosine from lr down to ``final_lr_fraction``·lr at ``total_steps``
     (Loshchilov & Hutter 2017, SGDR without restarts)."""
-    warmup = _check_warmup(warmup_steps)
-    if int(total_steps) != total_steps or total_steps <= warmup:
+    warmup = check_int("scheduler.warmup_steps", warmup_steps, 0)
+    if not is_int(total_steps) or total_steps <= warmup:
         raise ConfigError(
             f"scheduler.total_steps={total_steps!r} is invalid; it must be an integer > "
             f"scheduler.warmup_steps={warmup} (it follows trainer.max_steps by default)"

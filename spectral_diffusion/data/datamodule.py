@@ -11,9 +11,8 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from spectral_diffusion.data.image_set import check_positive_int
 from spectral_diffusion.spectral.frequency import data_power_spectrum
-from spectral_diffusion.utils.validation import ConfigError, check_range
+from spectral_diffusion.utils.validation import ConfigError, check_int, check_range
 
 
 class InMemoryImages(Dataset):
@@ -76,17 +75,15 @@ class DiffusionDataModule(LightningDataModule):
                 f"data.source={source!r} is not a data source; it needs a load() method returning an ImageSet"
             )
         self.source = source
-        self.batch_size = check_positive_int("data.batch_size", batch_size)
+        self.batch_size = check_int("data.batch_size", batch_size, 1)
         self.eval_batch_size = (
-            self.batch_size if eval_batch_size is None else check_positive_int("data.eval_batch_size", eval_batch_size)
+            self.batch_size if eval_batch_size is None else check_int("data.eval_batch_size", eval_batch_size, 1)
         )
         self.val_fraction = float(check_range("data.val_fraction", val_fraction, 0.0, 1.0))
         if self.val_fraction in (0.0, 1.0):
             raise ConfigError(f"data.val_fraction={val_fraction!r} is invalid; it must lie strictly between 0 and 1")
         self.split_seed = int(split_seed)
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers={num_workers!r} is invalid; it must be an integer >= 0")
-        self.num_workers = num_workers
+        self.num_workers = check_int("data.num_workers", num_workers, 0)
         self.hflip = bool(hflip)
         self._train_images: torch.Tensor | None = None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from spectral_diffusion.utils.validation import ConfigError, check_choice, check_positive
+from spectral_diffusion.utils.validation import ConfigError, check_choice
 
 SUPPORTED_CHANNELS = (1, 3)
 
@@ -55,12 +55,6 @@ class ImageSet:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])
-
-
-def check_positive_int(key: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}={value!r} is invalid; it must be a positive integer")
-    return int(check_positive(key, value))
 
 
 def check_channels(key: str, value: int) -> int:

@@ -15,11 +15,10 @@ import torch
 from spectral_diffusion.data.image_set import (
     ImageSet,
     check_channels,
-    check_positive_int,
     fit_images,
     scale_to_unit_range,
 )
-from spectral_diffusion.utils.validation import ConfigError, check_choice, check_positive
+from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_positive
 
 KEY = "data.source"
 
@@ -31,7 +30,7 @@ class ImageSource:
     """
 
     def __init__(self, image_size: int, channels: int) -> None:
-        self.image_size = check_positive_int(f"{KEY}.image_size", image_size)
+        self.image_size = check_int(f"{KEY}.image_size", image_size, 1)
         self.channels = check_channels(f"{KEY}.channels", channels)
 
     def _image_set(
@@ -153,7 +152,7 @@ class Textures(ImageSource):
         crop_size: int | None = None,
     ) -> None:
         super().__init__(image_size, channels)
-        self.num_crops = check_positive_int(f"{KEY}.num_crops", num_crops)
+        self.num_crops = check_int(f"{KEY}.num_crops", num_crops, 1)
         self.seed = int(seed)
         self.names = tuple(str(name) for name in names)
         if not self.names:
@@ -162,7 +161,7 @@ class Textures(ImageSource):
             check_choice(f"{KEY}.names", name, TEXTURE_PHOTOS)
         if len(set(self.names)) != len(self.names):
             raise ConfigError(f"{KEY}.names={list(self.names)} repeats a photo")
-        self.crop_size = self.image_size if crop_size is None else check_positive_int(f"{KEY}.crop_size", crop_size)
+        self.crop_size = self.image_size if crop_size is None else check_int(f"{KEY}.crop_size", crop_size, 1)
 
     def load(self) -> ImageSet:
         import skimage.data
@@ -302,7 +301,7 @@ class RandomFields(ImageSource):
         self, image_size: int = 16, channels: int = 1, num_images: int = 2048, beta: float = 2.0, seed: int = 0
     ) -> None:
         super().__init__(image_size, channels)
-        self.num_images = check_positive_int(f"{KEY}.num_images", num_images)
+        self.num_images = check_int(f"{KEY}.num_images", num_images, 1)
         self.beta = float(check_positive(f"{KEY}.beta", beta, strict=False))
         self.seed = int(seed)
 

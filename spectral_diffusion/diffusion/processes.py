@@ -20,13 +20,14 @@ from spectral_diffusion.diffusion.process import (
     per_sample,
     vp_coefficient_derivatives,
 )
-from spectral_diffusion.diffusion.schedules import Schedule
+from spectral_diffusion.diffusion.schedules import Schedule, check_steps
 from spectral_diffusion.spectral.bands import band_edges
 from spectral_diffusion.spectral.bases import BASES, make_basis
 from spectral_diffusion.spectral.frequency import data_power_spectrum, radial_bin_index
 from spectral_diffusion.utils.validation import (
     ConfigError,
     check_choice,
+    check_int,
     check_positive,
     check_range,
 )
@@ -54,9 +55,7 @@ class SpectralWeights:
     def __init__(self, gamma: float, basis: str, smoothing: int, w_min: float, w_max: float) -> None:
         self.gamma = float(check_range("noise.gamma", gamma, 0.0, 1.0))
         self.basis_name = check_choice("noise.basis", basis, ("fft", "dct"))
-        if isinstance(smoothing, bool) or int(smoothing) != smoothing or smoothing < 0:
-            raise ConfigError(f"noise.smoothing={smoothing!r} is invalid; it must be an integer >= 0 (radial bins)")
-        self.smoothing = int(smoothing)
+        self.smoothing = check_int("noise.smoothing", smoothing, 0)
         check_positive("noise.w_min", w_min)
         if not w_min <= 1.0 <= w_max:
             raise ConfigError(f"noise.w_min={w_min!r}, noise.w_max={w_max!r} are invalid; "
@@ -176,9 +175,7 @@ class BandedProcess(GaussianProcess):
     def __init__(self, schedule: Schedule, basis: str = "fft", num_bands: int = 3,
                  edges: Sequence[float] | None = None, shifts: Sequence[float] = (0.0, -1.0, -2.0),
                  wavelet: str = "haar") -> None:
-        if isinstance(num_bands, bool) or int(num_bands) != num_bands or num_bands < 1:
-            raise ConfigError(f"noise.num_bands={num_bands!r} is invalid; it must be an integer >= 1")
-        num_bands = int(num_bands)
+        num_bands = check_int("noise.num_bands", num_bands, 1)
         check_choice("noise.basis", basis, ("fft", "dct", "dwt"))
         if basis == "dwt":
             if edges is not None:
@@ -309,9 +306,7 @@ class FlowProcess(GaussianProcess):
 
     def sampling_times(self, steps: int) -> Tensor:
         if self.schedule is None:
-            if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-                raise ConfigError(f"sampler.steps={steps!r} is invalid; it must be an integer >= 1")
-            return torch.linspace(1.0, 0.0, int(steps) + 1)
+            return torch.linspace(1.0, 0.0, check_steps(steps) + 1)
         grid = self._flow_time(self.schedule.sampling_times(steps))
         grid[0] = 1.0  # start exactly on the prior (a discrete schedule's last ᾱ is tiny, not 0)
         return grid

@@ -25,6 +25,7 @@ from torch import Tensor
 from spectral_diffusion.utils.validation import (
     ConfigError,
     check_choice,
+    check_int,
     check_positive,
 )
 
@@ -391,10 +392,9 @@ def deq(denoise_fn: DenoiseFn, process, x_T: Tensor, steps: int | Tensor, *, gen
 
 
 def _check_deq_options(max_iterations, tolerance, anderson_memory, damping, batch_size) -> None:
-    for key, value, minimum in (("max_iterations", max_iterations, 1), ("anderson_memory", anderson_memory, 0),
-                                ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or int(value) != value or value < minimum:
-            raise ConfigError(f"sampler.{key}={value!r} is invalid; it must be an integer >= {minimum}")
+    check_int("sampler.max_iterations", max_iterations, 1)
+    check_int("sampler.anderson_memory", anderson_memory, 0)
+    check_int("sampler.batch_size", batch_size, 1)
     check_positive("sampler.tolerance", tolerance)
     if not 0 < damping <= 1:
         raise ConfigError(f"sampler.damping={damping!r} is invalid; it must lie in (0, 1]")

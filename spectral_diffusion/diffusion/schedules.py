@@ -13,20 +13,25 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from spectral_diffusion.utils.validation import ConfigError, check_positive, check_range
+from spectral_diffusion.utils.validation import ConfigError, check_int, check_positive, check_range
 
 # The smallest ᾱ a continuous schedule returns, about the last ᾱ of the discrete cosine schedule
 # (β clipped at 0.999): keeps x0 = (x_t − σ ε)/α finite at t = 1.
 MIN_ALPHA_BAR = 1e-9
 
 
+def check_steps(steps: int) -> int:
+    """``sampler.steps``, the number of sampling steps, as an ``int`` >= 1: the one check of a step count,
+    made where every process builds its sampling grid (``Schedule.sampling_times``, the schedule-free
+    ``FlowProcess``), so every sampler and ``validate_sampler`` reach it through ``time_grid``."""
+    return check_int("sampler.steps", steps, 1)
+
+
 class Schedule(ABC):
     """ᾱ(t) on [0, 1]; discrete when ``discrete`` is true (then only grid points i/T are valid)."""
 
     def __init__(self, timesteps: int = 1000, discrete: bool = True) -> None:
-        if int(timesteps) != timesteps or timesteps < 1:
-            raise ConfigError(f"noise.schedule.timesteps={timesteps!r} is invalid; it must be an integer >= 1")
-        self.timesteps = int(timesteps)
+        self.timesteps = check_int("noise.schedule.timesteps", timesteps, 1)
         self.discrete = bool(discrete)
         self._tables: dict[str, Tensor] = {}
         if self.discrete:
@@ -86,9 +91,7 @@ class Schedule(ABC):
         Discrete: ``steps`` indices evenly spaced from T down to 1 and rounded ("linspace" spacing of
         Lu et al. 2022 / diffusers), so ``steps = T`` visits every DDPM step. Continuous: t = 1 … 1/steps.
         """
-        if int(steps) != steps or steps < 1:
-            raise ConfigError(f"sampler.steps={steps!r} is invalid; it must be an integer >= 1")
-        steps = int(steps)
+        steps = check_steps(steps)
         if self.discrete:
             if steps > self.timesteps:
                 raise ConfigError(

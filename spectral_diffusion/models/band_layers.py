@@ -170,8 +170,3 @@ class BandHeadConv2d(nn.Conv2d):
             combined = (spectra * self.masks[None, :, None]).sum(dim=1)
             return torch.fft.irfft2(combined, s=(height, width), norm="ortho")
 
-
-def check_band_heads(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"model.band_heads={value!r} is invalid; it must be an integer >= 1 (1 = the plain head)")
-    return value

@@ -9,11 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from spectral_diffusion.models.band_layers import (
-    BandHeadConv2d,
-    FrequencyAttention,
-    check_band_heads,
-)
+from spectral_diffusion.models.band_layers import BandHeadConv2d, FrequencyAttention
 from spectral_diffusion.models.layers import (
     AttentionBlock,
     Downsample,
@@ -21,24 +17,7 @@ from spectral_diffusion.models.layers import (
     TimestepEmbedding,
     Upsample,
 )
-from spectral_diffusion.utils.validation import ConfigError, check_positive
-
-
-def _positive_int(key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}={value!r} is invalid; it must be a positive integer")
-    return value
-
-
-def _positive_int_tuple(
-    key: str, values: Sequence[object], *, allow_empty: bool
-) -> tuple[int, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        # OmegaConf ListConfig is a Sequence, so YAML lists pass this check.
-        raise ConfigError(f"{key}={values!r} is invalid; it must be a list of positive integers")
-    if not values and not allow_empty:
-        raise ConfigError(f"{key}=[] is invalid; it must be a non-empty list of positive integers")
-    return tuple(_positive_int(f"{key}[{index}]", value) for index, value in enumerate(values))
+from spectral_diffusion.utils.validation import ConfigError, check_bool, check_int, check_int_list, check_positive
 
 
 def check_inputs(model: nn.Module, x: Tensor, noise_level: Tensor | float) -> Tensor:
@@ -145,25 +124,20 @@ class UNet(nn.Module):
         band_heads: int = 1,
     ):
         super().__init__()
-        in_channels = _positive_int("model.in_channels", in_channels)
+        in_channels = check_int("model.in_channels", in_channels, 1)
         if out_channels is None:
             out_channels = in_channels
-        out_channels = _positive_int("model.out_channels", out_channels)
-        image_size = _positive_int("model.image_size", image_size)
-        base_channels = _positive_int("model.base_channels", base_channels)
-        channel_mults = _positive_int_tuple(
-            "model.channel_mults", channel_mults, allow_empty=False
-        )
-        num_res_blocks = _positive_int("model.num_res_blocks", num_res_blocks)
-        attention_resolutions = _positive_int_tuple(
-            "model.attention_resolutions", attention_resolutions, allow_empty=True
-        )
-        num_heads = _positive_int("model.num_heads", num_heads)
-        groups = _positive_int("model.groups", groups)
-        if not isinstance(freq_attention, bool):
-            raise ConfigError(f"model.freq_attention={freq_attention!r} is invalid; choose one of [True, False]")
-        freq_attention_bands = _positive_int("model.freq_attention_bands", freq_attention_bands)
-        band_heads = check_band_heads(band_heads)
+        out_channels = check_int("model.out_channels", out_channels, 1)
+        image_size = check_int("model.image_size", image_size, 1)
+        base_channels = check_int("model.base_channels", base_channels, 1)
+        channel_mults = tuple(check_int_list("model.channel_mults", channel_mults, 1, allow_empty=False))
+        num_res_blocks = check_int("model.num_res_blocks", num_res_blocks, 1)
+        attention_resolutions = tuple(check_int_list("model.attention_resolutions", attention_resolutions, 1))
+        num_heads = check_int("model.num_heads", num_heads, 1)
+        groups = check_int("model.groups", groups, 1)
+        check_bool("model.freq_attention", freq_attention)
+        freq_attention_bands = check_int("model.freq_attention_bands", freq_attention_bands, 1)
+        band_heads = check_int("model.band_heads", band_heads, 1)
         check_positive("model.dropout", dropout, strict=False)
         if dropout >= 1:
             raise ConfigError(f"model.dropout={dropout!r} is invalid; it must lie in [0, 1)")

@@ -14,7 +14,6 @@ from spectral_diffusion.models.band_layers import (
     BandFiLM,
     SpectralBandAttention,
     band_masks,
-    check_band_heads,
 )
 from spectral_diffusion.models.complex_layers import (
     ACTIVATIONS,
@@ -37,12 +36,10 @@ from spectral_diffusion.models.layers import (
 )
 from spectral_diffusion.models.unet import (
     ResAttentionBlock,
-    _positive_int,
-    _positive_int_tuple,
     check_inputs,
     output_conv,
 )
-from spectral_diffusion.utils.validation import ConfigError, check_choice
+from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_int_list
 
 BLOCK_TYPES = ("conv", "spectral")
 OUTPUTS = ("cartesian", "polar")
@@ -87,29 +84,28 @@ def _check_spectral_config(in_channels, out_channels, image_size, base_channels,
                            attention_resolutions, num_heads, groups, complex_mode, block_type, spectral_modes,
                            activation, num_bands, spectral_attention, band_heads) -> dict:
     """Validate the keys shared by ``UNetSpectral`` and ``UNetHybrid``; returns the normalised values."""
-    in_channels = _positive_int("model.in_channels", in_channels)
-    out_channels = _positive_int("model.out_channels", in_channels if out_channels is None else out_channels)
-    image_size = _positive_int("model.image_size", image_size)
-    base_channels = _positive_int("model.base_channels", base_channels)
-    channel_mults = _positive_int_tuple("model.channel_mults", channel_mults, allow_empty=False)
-    num_res_blocks = _positive_int("model.num_res_blocks", num_res_blocks)
-    attention_resolutions = _positive_int_tuple("model.attention_resolutions", attention_resolutions,
-                                                allow_empty=True)
-    num_heads = _positive_int("model.num_heads", num_heads)
-    groups = _positive_int("model.groups", groups)
+    in_channels = check_int("model.in_channels", in_channels, 1)
+    out_channels = check_int("model.out_channels", in_channels if out_channels is None else out_channels, 1)
+    image_size = check_int("model.image_size", image_size, 1)
+    base_channels = check_int("model.base_channels", base_channels, 1)
+    channel_mults = tuple(check_int_list("model.channel_mults", channel_mults, 1, allow_empty=False))
+    num_res_blocks = check_int("model.num_res_blocks", num_res_blocks, 1)
+    attention_resolutions = tuple(check_int_list("model.attention_resolutions", attention_resolutions, 1))
+    num_heads = check_int("model.num_heads", num_heads, 1)
+    groups = check_int("model.groups", groups, 1)
     check_choice("model.complex_mode", complex_mode, COMPLEX_MODES)
     check_choice("model.block_type", block_type, BLOCK_TYPES)
     check_choice("model.activation", activation, ACTIVATIONS)
     check_choice("model.spectral_attention", spectral_attention, SPECTRAL_ATTENTION)
-    num_bands = _positive_int("model.num_bands", num_bands)
-    band_heads = check_band_heads(band_heads)
+    num_bands = check_int("model.num_bands", num_bands, 1)
+    band_heads = check_int("model.band_heads", band_heads, 1)
     factor = 2 ** len(channel_mults)
     if image_size % factor:
         raise ConfigError(f"model.image_size={image_size} is invalid for {len(channel_mults)} levels "
                           f"(len(model.channel_mults)={len(channel_mults)}): spectral downsampling keeps the block "
                           f"|k| < size/4, so every level's size must be even; it must be a multiple of {factor}")
     if spectral_modes is not None:
-        spectral_modes = _positive_int("model.spectral_modes", spectral_modes)
+        spectral_modes = check_int("model.spectral_modes", spectral_modes, 1)
         if spectral_modes > image_size // 2:
             raise ConfigError(f"model.spectral_modes={spectral_modes} is more than the {image_size}x{image_size} "
                               f"grid holds; it must lie in [1, {image_size // 2}] (or null for every mode)")

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from spectral_diffusion.spectral.frequency import radial_frequency
-from spectral_diffusion.utils.validation import ConfigError
+from spectral_diffusion.utils.validation import ConfigError, check_int
 
 # The largest radius on any grid: the corner (1/2, 1/2) cycles per pixel.
 MAX_RADIUS = math.sqrt(0.5)
@@ -27,9 +27,7 @@ def band_edges(num_bands: int, edges: Sequence[float] | None = None, *, key: str
     ``edges`` gives the K − 1 inner boundaries in cycles per pixel (strictly increasing, inside
     (0, √½)); by default the rings are equally wide in |f|.
     """
-    if int(num_bands) != num_bands or num_bands < 1:
-        raise ConfigError(f"{key}={num_bands!r} is invalid; the number of bands must be an integer >= 1")
-    num_bands = int(num_bands)
+    num_bands = check_int(key, num_bands, 1)
     if edges is None:
         return torch.linspace(0.0, MAX_RADIUS, num_bands + 1, dtype=torch.float64)
     inner = [float(e) for e in edges]

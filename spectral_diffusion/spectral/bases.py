@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from spectral_diffusion.utils.validation import ConfigError, check_choice
+from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int
 
 BASES = ("identity", "fft", "dct", "dwt")
 
@@ -194,9 +194,7 @@ class DWTBasis:
     is_identity = False
 
     def __init__(self, wavelet: str = "haar", levels: int = 1, *, key: str = "noise") -> None:
-        if isinstance(levels, bool) or int(levels) != levels or levels < 1:
-            raise ConfigError(f"{key}.levels={levels!r} is invalid; it must be an integer >= 1")
-        self.wavelet, self.levels, self.key = str(wavelet), int(levels), key
+        self.wavelet, self.levels, self.key = str(wavelet), check_int(f"{key}.levels", levels, 1), key
         self.low, self.high = wavelet_filters(self.wavelet, key=f"{key}.wavelet")
         self._matrices = _MatrixCache()
 

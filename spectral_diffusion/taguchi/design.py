@@ -22,6 +22,7 @@ from spectral_diffusion.taguchi.arrays import (
     standard_arrays,
 )
 from spectral_diffusion.taguchi.errors import DesignError
+from spectral_diffusion.utils.validation import is_int
 
 INTERACTION_SIGN = "×"
 
@@ -238,7 +239,7 @@ def _normalize_interactions(
 
 
 def _replicate_labels(replicates: int | Sequence[Any]) -> tuple:
-    if isinstance(replicates, (int, np.integer)) and not isinstance(replicates, bool):
+    if is_int(replicates):
         if replicates < 1:
             raise DesignError(f"replicates={replicates} must be at least 1")
         return tuple(range(int(replicates)))
@@ -415,7 +416,7 @@ def choose_array(
     for name, number in (column_numbers or {}).items():
         if name not in {f.name for f in factors}:
             raise DesignError(f"column_numbers names unknown factor {name!r}")
-        if isinstance(number, bool) or not isinstance(number, (int, np.integer)):
+        if not is_int(number):
             raise DesignError(f"column_numbers[{name!r}]={number!r} must be a 1-based column number")
         fixed[name] = int(number) - 1
 
