@@ -72,6 +72,18 @@ class UNetLevel(nn.Module):
         self.frequency_attention = frequency_attention
         self.resample = resample
 
+    def up(self, h: Tensor, skips: list[Tensor], time_embedding: Tensor) -> Tensor:
+        """This level as part of an up path: every block is fed the concatenation of ``h`` with the skip
+        popped from the end of ``skips`` (the matching down-path output), then frequency attention and the
+        upsampling. Concatenation promotes to the wider dtype of ``h`` and the skip."""
+        for block in self.blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), time_embedding)
+        if self.frequency_attention is not None:
+            h = self.frequency_attention(h)
+        if self.resample is not None:
+            h = self.resample(h)
+        return h
+
 
 class UNet(nn.Module):
     """DDPM UNet (Ho et al. 2020, appendix B) in the improved-DDPM layout (Nichol & Dhariwal 2021).
@@ -252,12 +264,7 @@ class UNet(nn.Module):
         if self.middle_frequency_attention is not None:
             h = self.middle_frequency_attention(h)
         for level in self.up_levels:
-            for block in level.blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), time_embedding)
-            if level.frequency_attention is not None:
-                h = level.frequency_attention(h)
-            if level.resample is not None:
-                h = level.resample(h)
+            h = level.up(h, skips, time_embedding)
         return self.out(h)
 
 

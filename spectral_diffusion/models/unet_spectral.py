@@ -36,6 +36,7 @@ from spectral_diffusion.models.layers import (
 )
 from spectral_diffusion.models.unet import (
     ResAttentionBlock,
+    UNetLevel,
     check_inputs,
     output_conv,
 )
@@ -359,17 +360,15 @@ class UNetHybrid(nn.Module):
         self.up_levels = nn.ModuleList()
         for level in reversed(range(len(settings["channel_mults"]))):
             level_out, resolution = settings["level_channels"][level], settings["resolutions"][level]
-            blocks = nn.ModuleList()
+            blocks = []
             for _ in range(settings["num_res_blocks"] + 1):
-                block = nn.ModuleDict({"res": ResBlock(channels + skip_channels.pop(), level_out, time_embed_dim,
-                                                       groups=groups)})
+                res_block = ResBlock(channels + skip_channels.pop(), level_out, time_embed_dim, groups=groups)
+                attention = None
                 if resolution in settings["attention_resolutions"]:
-                    block["attention"] = AttentionBlock(level_out, num_heads=num_heads, groups=groups)
-                blocks.append(block)
+                    attention = AttentionBlock(level_out, num_heads=num_heads, groups=groups)
+                blocks.append(ResAttentionBlock(res_block, attention))
                 channels = level_out
-            self.up_levels.append(nn.ModuleDict({"blocks": blocks}))
-            if level > 0:
-                self.up_levels[-1]["upsample"] = Upsample(channels)
+            self.up_levels.append(UNetLevel(blocks, Upsample(channels) if level > 0 else None))
         self.out = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
                                  output_conv(channels, self.out_channels, self.image_size, settings["band_heads"]))
 
@@ -382,12 +381,7 @@ class UNetHybrid(nn.Module):
             h = _to_pixels(h)
             skips = [_to_pixels(skip) for skip in skips]
         for level in self.up_levels:
-            for block in level["blocks"]:
-                h = block["res"](torch.cat([h.to(skips[-1].dtype), skips.pop()], dim=1), time_embedding)
-                if "attention" in block:
-                    h = block["attention"](h)
-            if "upsample" in level:
-                h = level["upsample"](h)
+            h = level.up(h, skips, time_embedding)
         return self.out(h)
 
 
