@@ -19,15 +19,24 @@ from spectral_diffusion.models import (
     AttentionBlock,
     ResBlock,
     UNet,
-    UNetTiny,
     sinusoidal_timestep_embedding,
 )
 from spectral_diffusion.utils.validation import ConfigError
+
+from .conftest import compose_train
 
 MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 # Small but complete: two downsamplings, attention at one level and in the middle, FiLM off.
 SMALL = dict(base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1, num_heads=2)
+# The sizes of conf/model/unet_tiny.yaml: two levels, one ResBlock each, no attention.
+TINY = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(), mid_attention=False)
+# Its parameter count for 1 channel at 16x16, as the README's model table reports it.
+TINY_PARAMETERS = 159_697
+
+
+def tiny_unet(**overrides) -> UNet:
+    return UNet(**{**TINY, **overrides})
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -102,7 +111,7 @@ def test_each_sample_uses_its_own_noise_level():
 
 def test_scalar_noise_level_is_broadcast_to_the_batch():
     torch.manual_seed(0)
-    model = perturb_output_conv(UNetTiny())
+    model = perturb_output_conv(tiny_unet())
     x, _ = inputs(batch=3)
     torch.testing.assert_close(model(x, torch.tensor(250.0)), model(x, torch.full((3,), 250.0)))
 
@@ -113,7 +122,7 @@ def test_scalar_noise_level_is_broadcast_to_the_batch():
 )
 def test_wrong_input_shapes_are_rejected(shape, noise_shape):
     with pytest.raises(ValueError, match="shape"):
-        UNetTiny()(torch.zeros(shape), torch.zeros(noise_shape))
+        tiny_unet()(torch.zeros(shape), torch.zeros(noise_shape))
 
 
 # ---------------------------------------------------------------- layers against references
@@ -235,14 +244,14 @@ def test_scale_shift_norm_changes_the_unet():
 
 def test_dropout_is_active_in_train_mode_only():
     torch.manual_seed(0)
-    model = perturb_output_conv(UNetTiny(dropout=0.5))
+    model = perturb_output_conv(tiny_unet(dropout=0.5))
     x, noise_level = inputs()
     model.train()
     assert (model(x, noise_level) - model(x, noise_level)).abs().max() > 1e-4
     model.eval()
     evaluated = model(x, noise_level)
     torch.testing.assert_close(model(x, noise_level), evaluated, rtol=0, atol=0)
-    without_dropout = perturb_output_conv(UNetTiny(dropout=0.0)).train()
+    without_dropout = perturb_output_conv(tiny_unet(dropout=0.0)).train()
     without_dropout.load_state_dict(model.state_dict())
     torch.testing.assert_close(without_dropout(x, noise_level), evaluated)
 
@@ -363,9 +372,17 @@ def test_bad_config_raises_config_error_naming_the_key(kwargs, key, detail):
     assert detail in str(error.value)
 
 
-def test_sizes_that_divide_evenly_are_accepted():
-    for image_size in (4, 8, 12, 28):
-        UNet(image_size=image_size, base_channels=8, attention_resolutions=())
+@pytest.mark.parametrize("image_size", [4, 8, 12, 28])
+def test_sizes_that_divide_evenly_are_accepted(image_size):
+    """Any multiple of 2^(levels - 1) works, including sizes whose lowest level is odd (12 -> 3, 28 -> 7):
+    the up path restores every skip's size, so the prediction has the input's shape and depends on it."""
+    torch.manual_seed(0)
+    model = perturb_output_conv(UNet(image_size=image_size, base_channels=8, attention_resolutions=()))
+    x, noise_level = inputs(size=image_size)
+    output = model(x, noise_level)
+    assert output.shape == x.shape
+    assert torch.isfinite(output).all()
+    assert (model(x.flip(-1), noise_level) - output).abs().max() > 1e-4
 
 
 # ---------------------------------------------------------------- Hydra configs
@@ -381,16 +398,55 @@ def test_unet_config_instantiates_with_yaml_lists():
     assert 0.5e6 < parameter_count(model) < 1.5e6
 
 
-def test_unet_tiny_config_matches_class_defaults():
-    config = load_model_config("unet_tiny", channels=3, image_size=8)
+def test_unet_tiny_is_a_config_of_unet_with_its_documented_size():
+    config = load_model_config("unet_tiny")
+    assert {key: tuple(config[key]) if key in ("channel_mults", "attention_resolutions") else config[key]
+            for key in TINY} == TINY
     model = hydra.utils.instantiate(config)
-    assert type(model) is UNetTiny
-    assert model(*inputs(channels=3, size=8)).shape == (2, 3, 8, 8)
-    default = UNetTiny(in_channels=3, image_size=8)
-    assert [p.shape for p in model.parameters()] == [p.shape for p in default.parameters()]
+    assert type(model) is UNet
+    assert parameter_count(model) == TINY_PARAMETERS
+    assert len(model.down_levels) == 2 and all(len(level.blocks) == 1 for level in model.down_levels)
+    assert not any(isinstance(module, AttentionBlock) for module in model.modules())
+    rgb = hydra.utils.instantiate(load_model_config("unet_tiny", channels=3, image_size=8))
+    assert rgb(*inputs(channels=3, size=8)).shape == (2, 3, 8, 8)
 
 
-@pytest.mark.parametrize("name, cls", [("unet", UNet), ("unet_tiny", UNetTiny)])
+@pytest.mark.parametrize("option", ["freq_attention", "band_heads"])
+def test_unet_tiny_takes_every_unet_option(option, tmp_path, cache_dir):
+    """``model=unet_tiny model.freq_attention=true`` (or ``model.band_heads=2``) builds the tiny UNet with
+    the option, which changes the prediction of the same weights."""
+    value = {"freq_attention": "true", "band_heads": "2"}[option]
+    plain_cfg = compose_train(["model=unet_tiny"], tmp_path, cache_dir)
+    cfg = compose_train(["model=unet_tiny", f"model.{option}={value}"], tmp_path, cache_dir)
+    torch.manual_seed(0)
+    plain = hydra.utils.instantiate(plain_cfg.model)
+    torch.manual_seed(0)
+    model = hydra.utils.instantiate(cfg.model)
+    assert type(model) is UNet
+    assert parameter_count(model) > parameter_count(plain) == TINY_PARAMETERS
+    shared = {key: value for key, value in plain.state_dict().items() if not key.startswith("out.2.")}
+    missing, unexpected = model.load_state_dict(shared, strict=False)
+    assert not unexpected and all("frequency_attention" in key or key.startswith("out.2.") for key in missing)
+    perturb_output_conv(plain)
+    head = model.out[-1]
+    with torch.no_grad():  # every band head gets the plain head's weights: K equal heads are the plain head
+        head.weight.copy_(plain.out[-1].weight.repeat(head.weight.shape[0], 1, 1, 1))
+        head.bias.copy_(plain.out[-1].bias.repeat(head.bias.shape[0]))
+    x, noise_level = inputs()
+    # At initialisation the option is the identity (zero-initialised attention output, equal heads) ...
+    torch.testing.assert_close(model(x, noise_level), plain(x, noise_level), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # ... and its own parameters change the prediction
+        if option == "freq_attention":
+            for name, parameter in model.named_parameters():
+                if "frequency_attention" in name:
+                    parameter.add_(0.5 * torch.randn_like(parameter))
+        else:
+            head.weight[plain.out_channels:].add_(0.5 * torch.randn_like(head.weight[plain.out_channels:]))
+    difference = (model(x, noise_level) - plain(x, noise_level)).abs().max()
+    assert difference > 1e-3
+
+
+@pytest.mark.parametrize("name, cls", [("unet", UNet), ("unet_tiny", UNet)])
 def test_every_config_key_is_a_constructor_argument(name, cls):
     keys = set(OmegaConf.load(MODEL_CONFIGS / f"{name}.yaml")) - {"_target_"}
     assert keys == set(inspect.signature(cls).parameters)
@@ -409,7 +465,6 @@ def test_unet_tiny_is_smaller_than_unet():
     tiny = hydra.utils.instantiate(load_model_config("unet_tiny"))
     full = hydra.utils.instantiate(load_model_config("unet"))
     assert parameter_count(tiny) < parameter_count(full)
-    assert parameter_count(UNetTiny()) < parameter_count(UNet())
 
 
 # ---------------------------------------------------------------- training
@@ -444,7 +499,7 @@ def test_forward_backward_in_float32_and_bfloat16_autocast(autocast):
 
 def test_tiny_model_overfits_a_fixed_batch():
     torch.manual_seed(0)
-    model = UNetTiny(image_size=8, base_channels=8)
+    model = tiny_unet(image_size=8, base_channels=8)
     x, noise_level = inputs(batch=4, size=8)
     target = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -555,3 +555,34 @@ def test_sd_train_debug_trains_samples_and_evaluates(overrides, tmp_path, cache_
     assert np.isfinite(metrics["fid_classifier@16"])
     written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert written["num_parameters"] == metrics["num_parameters"]
+
+
+@pytest.mark.parametrize("attention_resolutions", [(), (8,)])
+def test_hybrid_decoder_is_the_pixel_unet_up_path(attention_resolutions):
+    """The hybrid decodes with the pixel UNet's up path (``UNetLevel``s of ResBlocks, pixel attention where
+    asked, upsampling): its decoder's weights load into a same-sized ``UNet``'s up levels key for key, and
+    the two compute the same features from the same skips."""
+    sizes = {"image_size": 16, "base_channels": 8, "channel_mults": (1, 2), "num_res_blocks": 1, "groups": 4,
+             "num_heads": 2, "attention_resolutions": attention_resolutions}
+    torch.manual_seed(0)
+    hybrid = randomize(UNetHybrid(**sizes, num_bands=3))
+    unet = UNet(**sizes, mid_attention=False)
+    unet.up_levels.load_state_dict(hybrid.up_levels.state_dict(), strict=True)
+    generator = torch.Generator().manual_seed(1)
+    skips = [torch.randn(2, channels, size, size, generator=generator)
+             for channels, size in [(8, 16), (8, 16), (8, 8), (16, 8)]]
+    h = torch.randn(2, 16, 8, 8, generator=generator)
+    time_embedding = torch.randn(2, 32, generator=generator)
+    hybrid_h, unet_h = h, h
+    hybrid_skips, unet_skips = list(skips), list(skips)
+    for hybrid_level, unet_level in zip(hybrid.up_levels, unet.up_levels):
+        hybrid_h = hybrid_level.up(hybrid_h, hybrid_skips, time_embedding)
+        unet_h = unet_level.up(unet_h, unet_skips, time_embedding)
+    assert not hybrid_skips and hybrid_h.shape == (2, 8, 16, 16)
+    torch.testing.assert_close(hybrid_h, unet_h)
+
+
+def test_hybrid_default_parameter_count():
+    """conf/model/unet_hybrid.yaml's sizes (the class defaults): 0.39 M parameters, unchanged by building the
+    decoder from ``UNetLevel``."""
+    assert parameter_count(UNetHybrid()) == 391_121

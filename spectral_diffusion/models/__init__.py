@@ -25,7 +25,7 @@ from spectral_diffusion.models.layers import (
     Upsample,
     sinusoidal_timestep_embedding,
 )
-from spectral_diffusion.models.unet import UNet, UNetTiny
+from spectral_diffusion.models.unet import UNet
 from spectral_diffusion.models.unet_spectral import UNetHybrid, UNetSpectral
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "UNet",
     "UNetHybrid",
     "UNetSpectral",
-    "UNetTiny",
     "Upsample",
     "sinusoidal_timestep_embedding",
     "spectral_downsample",

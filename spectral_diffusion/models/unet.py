@@ -1,4 +1,5 @@
-"""The DDPM / improved-DDPM UNet denoiser in pixel space, and its tiny variant for smoke runs.
+"""The DDPM / improved-DDPM UNet denoiser in pixel space (``conf/model/unet.yaml``; ``unet_tiny.yaml`` is
+the same class at its smallest, for smoke runs).
 A plain network ``f(x, noise_level) -> prediction``; what the prediction means is the loss's affair.
 """
 
@@ -267,37 +268,3 @@ class UNet(nn.Module):
             h = level.up(h, skips, time_embedding)
         return self.out(h)
 
-
-class UNetTiny(UNet):
-    """The same UNet with small defaults (two levels, one ResBlock each, no attention) for tests and
-    smoke runs."""
-
-    def __init__(
-        self,
-        in_channels: int = 1,
-        out_channels: int | None = None,
-        image_size: int = 16,
-        base_channels: int = 16,
-        channel_mults: Sequence[int] = (1, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: Sequence[int] = (),
-        mid_attention: bool = False,
-        num_heads: int = 4,
-        dropout: float = 0.0,
-        groups: int = 8,
-        use_scale_shift_norm: bool = False,
-    ):
-        super().__init__(
-            in_channels=in_channels,
-            out_channels=out_channels,
-            image_size=image_size,
-            base_channels=base_channels,
-            channel_mults=channel_mults,
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=attention_resolutions,
-            mid_attention=mid_attention,
-            num_heads=num_heads,
-            dropout=dropout,
-            groups=groups,
-            use_scale_shift_norm=use_scale_shift_norm,
-        )
