@@ -33,7 +33,7 @@ from spectral_diffusion.taguchi import (
     signal_to_noise,
     smaller_is_better,
 )
-from spectral_diffusion.taguchi.analysis import _prediction_leverage
+from spectral_diffusion.taguchi.prediction import prediction_leverage
 
 # name: (runs, {levels: number of columns})
 EXPECTED_SHAPES = {
@@ -596,7 +596,7 @@ def test_taguchi_n_eff_is_the_least_squares_leverage_for_complete_data():
     observed = np.ones(len(rows), dtype=bool)
     best = {"A": 1, "B": 0, "C": 1, "D": 0, "E": 1}
     for terms, df in ((("A", "C"), 2), (("A", "B", "A×B", "E"), 4)):
-        leverage = _prediction_leverage(design, terms, rows, observed, best)
+        leverage = prediction_leverage(design, terms, rows, observed, best)
         assert 1 / leverage == pytest.approx(len(rows) / (1 + df))
 
 

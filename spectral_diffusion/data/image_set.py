@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from spectral_diffusion.utils.validation import ConfigError, check_choice
+from spectral_diffusion.utils.validation import check_choice
 
 SUPPORTED_CHANNELS = (1, 3)
 

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from spectral_diffusion.taguchi.analysis import ResponseTable, TaguchiResult
+from spectral_diffusion.taguchi.results import ResponseTable, TaguchiResult
 from spectral_diffusion.taguchi.design import INTERACTION_SIGN, interaction_name
 from spectral_diffusion.taguchi.errors import DesignError
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from spectral_diffusion.taguchi.analysis import TaguchiResult, analyze
+from spectral_diffusion.taguchi.analysis import analyze
 from spectral_diffusion.taguchi.arrays import get_array
 from spectral_diffusion.taguchi.design import Design, Factor
 from spectral_diffusion.taguchi.errors import DesignError
 from spectral_diffusion.taguchi.report import analysis_markdown, plot_interaction, plot_main_effects
+from spectral_diffusion.taguchi.results import TaguchiResult
 from spectral_diffusion.taguchi.signal_to_noise import MIN_REPLICATES, signal_to_noise
 
 SPEC_FILE = "taguchi.json"
