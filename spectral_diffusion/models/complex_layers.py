@@ -109,8 +109,9 @@ class ComplexConv2d(nn.Module):
     """Complex convolution over frequency bins (Trabelsi et al. 2018, "Deep Complex Networks", eq. 2 of sec. 3.2):
     W * z = (A * x − B * y) + i (B * x + A * y) for W = A + iB, z = x + iy, plus a complex bias.
 
-    ``mode="dual_real"`` is the ablation of the spectral UNet plan: an unconstrained real convolution on the
-    stacked (Re, Im) channels, 4·in·out·k² weights instead of 2·in·out·k² (biases: 2·out in both modes).
+    ``mode="dual_real"`` is the real-valued ablation (as Trabelsi et al.'s real-valued baselines): an
+    unconstrained real convolution on the stacked (Re, Im) channels, 4·in·out·k² weights instead of 2·in·out·k²
+    (biases: 2·out in both modes).
     Inputs are padded with ``hermitian_pad``; with ``zero_init`` the layer starts as the zero map.
     """
 

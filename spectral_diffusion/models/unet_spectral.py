@@ -192,10 +192,11 @@ class SpectralEncoder(nn.Module):
 
 
 class UNetSpectral(nn.Module):
-    """A UNet that works natively on the orthonormal half-spectrum X = rfft2(x_t) (the spectral UNet plan of
-    the project's seeds): complex convolutions (Trabelsi et al. 2018) or FNO spectral multipliers (Li et al.
-    2021), complex group whitening, modReLU / CReLU, downsampling by keeping the low-frequency block of the
-    spectrum, upsampling by zero-padding it, attention across radial bands, per-band FiLM time conditioning.
+    """A UNet that works natively on the orthonormal half-spectrum X = rfft2(x_t): complex convolutions (Trabelsi
+    et al. 2018, "Deep Complex Networks") or FNO spectral multipliers (Li et al. 2021), complex group whitening
+    (Trabelsi et al. 2018), modReLU (Arjovsky et al. 2016) / CReLU, downsampling by keeping the low-frequency
+    block of the spectrum and upsampling by zero-padding it (spectral pooling, Rippel, Snoek & Adams 2015),
+    attention across radial bands, per-band FiLM time conditioning (Perez et al. 2018).
 
     encoder (``SpectralEncoder``) -> up path (``num_res_blocks + 1`` SpectralResBlocks per level, each followed by
     spectral attention where asked and fed the concatenation with one skip, spectral zero-padding between levels)
@@ -310,7 +311,8 @@ class UNetSpectral(nn.Module):
 
 
 class UNetHybrid(nn.Module):
-    """Spectral encoder, spatial decoder (the hybrid of the spectral UNet plan).
+    """Spectral encoder, spatial decoder: the frequency-domain encoder of ``UNetSpectral`` with the pixel
+    decoder of the DDPM UNet (Ho et al. 2020; Nichol & Dhariwal 2021).
 
     The ``SpectralEncoder`` of ``UNetSpectral`` runs on rfft2(x_t); its middle features and every skip are
     mapped back to pixels (Hermitian projection + orthonormal irfft2: C complex channels -> C real maps at the
