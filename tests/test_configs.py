@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import open_dict
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.pipeline import build, instantiate_checked, train
@@ -35,6 +36,35 @@ def test_noise_options(option, schedule, tmp_path, cache_dir):
 
 
 GROUPS = ["model", "loss", "optimizer", "scheduler", "sampler", "trainer", "logger", "callbacks", "features"]
+PLAIN = (bool, int, float, str)
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def assert_built_from(node: DictConfig, obj: object, where: str) -> int:
+    """``obj`` is what ``node`` asks for: the class its ``_target_`` names (a ``functools.partial`` of the
+    target with exactly the node's keys for ``_partial_`` nodes), and every plain value of the node that the
+    object exposes under the same name arrived unchanged. Returns how many keys were seen on the object."""
+    target = get_object(node._target_)
+    values = {key: value for key, value in OmegaConf.to_container(node, resolve=True).items()
+              if not key.startswith("_")}
+    if node.get("_partial_", False):
+        assert isinstance(obj, functools.partial) and obj.func is target, where
+        assert set(obj.keywords) == set(values), where
+        for key, value in values.items():
+            reached = obj.keywords[key]
+            assert (list(reached) if isinstance(value, list) else reached) == value or isinstance(value, dict), \
+                f"{where}.{key}"
+        return len(values)
+    assert type(obj) is target, f"{where}: {type(obj)} is not {target}"
+    seen = 0
+    for key, value in values.items():
+        if isinstance(value, PLAIN) and isinstance(getattr(obj, key, None), PLAIN):
+            assert getattr(obj, key) == value, f"{where}.{key}: {getattr(obj, key)!r} != {value!r}"
+            seen += 1
+    return seen
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
@@ -49,15 +79,29 @@ def test_every_option_instantiates(group, option, tmp_path, cache_dir):
             instantiate_checked(node)
         return
     if group == "callbacks":
-        assert [instantiate(c) for c in node.values()]
+        for name, callback in node.items():
+            assert_built_from(callback, instantiate(callback), f"callbacks.{name}")
         return
     obj = instantiate(node)
+    seen = assert_built_from(node, obj, group)
+    if group in ("model", "optimizer", "scheduler", "sampler", "trainer"):
+        assert seen >= 1, f"no key of {group}={option} is visible on the object"
     if group == "optimizer":
-        assert isinstance(obj([torch.nn.Parameter(torch.zeros(1))]), torch.optim.Optimizer)
+        optimizer = obj([torch.nn.Parameter(torch.zeros(1))])
+        assert isinstance(optimizer, torch.optim.Optimizer)
+        assert optimizer.param_groups[0]["lr"] == node.lr
     elif group == "scheduler":
         scheduler = obj(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
         assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
-    assert obj is not None
+        assert scheduler.get_last_lr()[0] == pytest.approx(1.0 / node.warmup_steps)
+    elif group == "model":
+        shape = (2, cfg.data.source.channels, cfg.data.source.image_size, cfg.data.source.image_size)
+        assert obj(torch.zeros(shape), torch.full((2,), 500.0)).shape == shape
+        # keys the network does not store reach it too: each one changes its size
+        for key, changed in (("base_channels", 2 * node.base_channels), ("num_res_blocks", node.num_res_blocks + 1)):
+            other = node.copy()
+            other[key] = changed
+            assert parameter_count(instantiate(other)) != parameter_count(obj), f"model.{key}"
 
 
 @pytest.mark.parametrize("option", options("experiment") + [None])

@@ -458,7 +458,8 @@ def test_config_overrides_reach_the_model():
     config.attention_resolutions = [16]
     model = hydra.utils.instantiate(config)
     assert len(model.down_levels) == 2
-    assert model.down_levels[0].blocks[0].attention is not None
+    assert isinstance(model.down_levels[0].blocks[0].attention, AttentionBlock)
+    assert model.down_levels[1].blocks[0].attention is None  # 8x8: not in attention_resolutions
 
 
 def test_unet_tiny_is_smaller_than_unet():
