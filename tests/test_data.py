@@ -277,6 +277,8 @@ def test_textures_options_change_the_data():
         dict(num_crops=0),
         dict(channels=2),
         dict(image_size=0),
+        dict(seed=True),
+        dict(num_crops=2.0),
     ],
 )
 def test_textures_rejects_bad_arguments(kwargs):
@@ -576,6 +578,8 @@ def test_ddp_distributed_sampler_gives_disjoint_batches():
         (dict(val_fraction=0.0), "data.val_fraction"),
         (dict(val_fraction=1.5), "data.val_fraction"),
         (dict(num_workers=-1), "data.num_workers"),
+        (dict(num_workers=True), "data.num_workers"),
+        (dict(split_seed=1.5), "data.split_seed"),
     ],
 )
 def test_datamodule_rejects_bad_arguments(kwargs, key):

@@ -82,7 +82,7 @@ class DiffusionDataModule(LightningDataModule):
         self.val_fraction = float(check_range("data.val_fraction", val_fraction, 0.0, 1.0))
         if self.val_fraction in (0.0, 1.0):
             raise ConfigError(f"data.val_fraction={val_fraction!r} is invalid; it must lie strictly between 0 and 1")
-        self.split_seed = int(split_seed)
+        self.split_seed = check_int("data.split_seed", split_seed)
         self.num_workers = check_int("data.num_workers", num_workers, 0)
         self.hflip = bool(hflip)
         self._train_images: torch.Tensor | None = None

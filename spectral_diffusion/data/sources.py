@@ -153,7 +153,7 @@ class Textures(ImageSource):
     ) -> None:
         super().__init__(image_size, channels)
         self.num_crops = check_int(f"{KEY}.num_crops", num_crops, 1)
-        self.seed = int(seed)
+        self.seed = check_int(f"{KEY}.seed", seed)
         self.names = tuple(str(name) for name in names)
         if not self.names:
             raise ConfigError(f"{KEY}.names is empty; choose from {list(TEXTURE_PHOTOS)}")
@@ -303,7 +303,7 @@ class RandomFields(ImageSource):
         super().__init__(image_size, channels)
         self.num_images = check_int(f"{KEY}.num_images", num_images, 1)
         self.beta = float(check_positive(f"{KEY}.beta", beta, strict=False))
-        self.seed = int(seed)
+        self.seed = check_int(f"{KEY}.seed", seed)
 
     def amplitude(self) -> torch.Tensor:
         """Square root of the target spectrum on the rfft2 grid, float64 (H, W // 2 + 1)."""

@@ -15,6 +15,7 @@ from scipy import stats
 from spectral_diffusion.taguchi.design import Design, interaction_name
 from spectral_diffusion.taguchi.errors import DesignError, MissingRunsError
 from spectral_diffusion.taguchi.results import AnovaRow, AnovaTable
+from spectral_diffusion.utils.validation import is_int
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ class PoolingRule:
     max_pooled_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.min_error_df < 0:
-            raise DesignError(f"PoolingRule.min_error_df={self.min_error_df} must be >= 0")
+        if not is_int(self.min_error_df) or self.min_error_df < 0:
+            raise DesignError(f"PoolingRule.min_error_df={self.min_error_df!r} must be an integer >= 0")
         if not 0.0 <= self.max_pooled_fraction <= 1.0:
             raise DesignError(f"PoolingRule.max_pooled_fraction={self.max_pooled_fraction} must lie in [0, 1]")
 
