@@ -6,6 +6,7 @@ A plain network ``f(x, noise_level) -> prediction``; what the prediction means i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,59 @@ from spectral_diffusion.models.layers import (
     Upsample,
 )
 from spectral_diffusion.utils.validation import ConfigError, check_bool, check_int, check_int_list, check_positive
+
+
+class UNetSizes(NamedTuple):
+    """The sizes shared by every UNet of this package (``UNet``, ``UNetSpectral``, ``UNetHybrid``), checked."""
+
+    in_channels: int
+    out_channels: int
+    image_size: int
+    base_channels: int
+    channel_mults: tuple[int, ...]
+    num_res_blocks: int
+    attention_resolutions: tuple[int, ...]
+    num_heads: int
+    groups: int
+
+
+def check_unet_sizes(in_channels, out_channels, image_size, base_channels, channel_mults, num_res_blocks,
+                     attention_resolutions, num_heads, groups) -> UNetSizes:
+    """Every size an integer >= 1 (``out_channels`` ``None`` means ``in_channels``), naming the ``model.`` key."""
+    in_channels = check_int("model.in_channels", in_channels, 1)
+    return UNetSizes(
+        in_channels=in_channels,
+        out_channels=check_int("model.out_channels", in_channels if out_channels is None else out_channels, 1),
+        image_size=check_int("model.image_size", image_size, 1),
+        base_channels=check_int("model.base_channels", base_channels, 1),
+        channel_mults=tuple(check_int_list("model.channel_mults", channel_mults, 1, allow_empty=False)),
+        num_res_blocks=check_int("model.num_res_blocks", num_res_blocks, 1),
+        attention_resolutions=tuple(check_int_list("model.attention_resolutions", attention_resolutions, 1)),
+        num_heads=check_int("model.num_heads", num_heads, 1),
+        groups=check_int("model.groups", groups, 1),
+    )
+
+
+def check_levels(sizes: UNetSizes) -> tuple[list[int], list[int]]:
+    """The resolution and channel count of each level (level i: image_size / 2^i pixels,
+    base_channels * channel_mults[i] channels), after checking that ``attention_resolutions`` names levels
+    that exist and that ``groups`` divides every channel count. Call it once ``image_size`` is known to
+    divide evenly."""
+    resolutions = [sizes.image_size // 2**level for level in range(len(sizes.channel_mults))]
+    unknown = sorted(set(sizes.attention_resolutions) - set(resolutions))
+    if unknown:
+        raise ConfigError(
+            f"model.attention_resolutions={list(sizes.attention_resolutions)} contains {unknown}, "
+            f"which no level has; the resolutions of this network are {resolutions}"
+        )
+    level_channels = [sizes.base_channels * mult for mult in sizes.channel_mults]
+    bad_counts = sorted({channels for channels in level_channels if channels % sizes.groups})
+    if bad_counts:
+        raise ConfigError(
+            f"model.groups={sizes.groups} must divide every channel count, but does not divide "
+            f"{bad_counts} (level channels model.base_channels * model.channel_mults = {level_channels})"
+        )
+    return resolutions, level_channels
 
 
 def check_inputs(model: nn.Module, x: Tensor, noise_level: Tensor | float) -> Tensor:
@@ -137,17 +191,10 @@ class UNet(nn.Module):
         band_heads: int = 1,
     ):
         super().__init__()
-        in_channels = check_int("model.in_channels", in_channels, 1)
-        if out_channels is None:
-            out_channels = in_channels
-        out_channels = check_int("model.out_channels", out_channels, 1)
-        image_size = check_int("model.image_size", image_size, 1)
-        base_channels = check_int("model.base_channels", base_channels, 1)
-        channel_mults = tuple(check_int_list("model.channel_mults", channel_mults, 1, allow_empty=False))
-        num_res_blocks = check_int("model.num_res_blocks", num_res_blocks, 1)
-        attention_resolutions = tuple(check_int_list("model.attention_resolutions", attention_resolutions, 1))
-        num_heads = check_int("model.num_heads", num_heads, 1)
-        groups = check_int("model.groups", groups, 1)
+        sizes = check_unet_sizes(in_channels, out_channels, image_size, base_channels, channel_mults,
+                                 num_res_blocks, attention_resolutions, num_heads, groups)
+        (in_channels, out_channels, image_size, base_channels, channel_mults, num_res_blocks,
+         attention_resolutions, num_heads, groups) = sizes
         check_bool("model.freq_attention", freq_attention)
         freq_attention_bands = check_int("model.freq_attention_bands", freq_attention_bands, 1)
         band_heads = check_int("model.band_heads", band_heads, 1)
@@ -163,22 +210,8 @@ class UNet(nn.Module):
                 f"(len(model.channel_mults)={len(channel_mults)}); "
                 f"it must be a multiple of {factor}"
             )
-        resolutions = [image_size // 2**level for level in range(len(channel_mults))]
-        unknown = sorted(set(attention_resolutions) - set(resolutions))
-        if unknown:
-            raise ConfigError(
-                f"model.attention_resolutions={list(attention_resolutions)} contains {unknown}, "
-                f"which no level has; the resolutions of this UNet are {resolutions}"
-            )
-        level_channels = [base_channels * mult for mult in channel_mults]
+        resolutions, level_channels = check_levels(sizes)
         time_embed_dim = 4 * base_channels
-        bad_counts = sorted({channels for channels in level_channels if channels % groups})
-        if bad_counts:
-            raise ConfigError(
-                f"model.groups={groups} must divide every channel count, but does not divide "
-                f"{bad_counts} (level channels model.base_channels * model.channel_mults "
-                f"= {level_channels})"
-            )
 
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -38,9 +38,11 @@ from spectral_diffusion.models.unet import (
     ResAttentionBlock,
     UNetLevel,
     check_inputs,
+    check_levels,
+    check_unet_sizes,
     output_conv,
 )
-from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_int_list
+from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int
 
 BLOCK_TYPES = ("conv", "spectral")
 OUTPUTS = ("cartesian", "polar")
@@ -85,15 +87,9 @@ def _check_spectral_config(in_channels, out_channels, image_size, base_channels,
                            attention_resolutions, num_heads, groups, complex_mode, block_type, spectral_modes,
                            activation, num_bands, spectral_attention, band_heads) -> dict:
     """Validate the keys shared by ``UNetSpectral`` and ``UNetHybrid``; returns the normalised values."""
-    in_channels = check_int("model.in_channels", in_channels, 1)
-    out_channels = check_int("model.out_channels", in_channels if out_channels is None else out_channels, 1)
-    image_size = check_int("model.image_size", image_size, 1)
-    base_channels = check_int("model.base_channels", base_channels, 1)
-    channel_mults = tuple(check_int_list("model.channel_mults", channel_mults, 1, allow_empty=False))
-    num_res_blocks = check_int("model.num_res_blocks", num_res_blocks, 1)
-    attention_resolutions = tuple(check_int_list("model.attention_resolutions", attention_resolutions, 1))
-    num_heads = check_int("model.num_heads", num_heads, 1)
-    groups = check_int("model.groups", groups, 1)
+    sizes = check_unet_sizes(in_channels, out_channels, image_size, base_channels, channel_mults, num_res_blocks,
+                             attention_resolutions, num_heads, groups)
+    image_size, channel_mults = sizes.image_size, sizes.channel_mults
     check_choice("model.complex_mode", complex_mode, COMPLEX_MODES)
     check_choice("model.block_type", block_type, BLOCK_TYPES)
     check_choice("model.activation", activation, ACTIVATIONS)
@@ -110,21 +106,9 @@ def _check_spectral_config(in_channels, out_channels, image_size, base_channels,
         if spectral_modes > image_size // 2:
             raise ConfigError(f"model.spectral_modes={spectral_modes} is more than the {image_size}x{image_size} "
                               f"grid holds; it must lie in [1, {image_size // 2}] (or null for every mode)")
-    resolutions = [image_size // 2**level for level in range(len(channel_mults))]
-    unknown = sorted(set(attention_resolutions) - set(resolutions))
-    if unknown:
-        raise ConfigError(f"model.attention_resolutions={list(attention_resolutions)} contains {unknown}, "
-                          f"which no level has; the resolutions of this network are {resolutions}")
-    level_channels = [base_channels * mult for mult in channel_mults]
-    bad = sorted({channels for channels in level_channels if channels % groups})
-    if bad:
-        raise ConfigError(f"model.groups={groups} must divide every channel count, but does not divide {bad} "
-                          f"(level channels model.base_channels * model.channel_mults = {level_channels})")
-    names = ("in_channels", "out_channels", "image_size", "base_channels", "channel_mults", "num_res_blocks",
-             "attention_resolutions", "num_heads", "groups", "spectral_modes", "num_bands", "band_heads",
-             "resolutions", "level_channels")
-    values = locals()
-    return {name: values[name] for name in names}
+    resolutions, level_channels = check_levels(sizes)
+    return {**sizes._asdict(), "spectral_modes": spectral_modes, "num_bands": num_bands, "band_heads": band_heads,
+            "resolutions": resolutions, "level_channels": level_channels}
 
 
 class SpectralEncoder(nn.Module):
