@@ -16,7 +16,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from spectral_diffusion.cli import CONFIG_DIR
-from spectral_diffusion.cli.eval import evaluate
 from spectral_diffusion.evaluation import (
     describe,
     load_samples,
@@ -24,7 +23,7 @@ from spectral_diffusion.evaluation import (
     timestep_grid,
     validation_loss_by_time,
 )
-from spectral_diffusion.pipeline import build, load_module, train
+from spectral_diffusion.pipeline import build, evaluate, load_module, train
 from spectral_diffusion.utils.images import save_samples_npz
 from spectral_diffusion.utils.validation import ConfigError
 
