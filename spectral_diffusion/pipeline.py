@@ -1,6 +1,7 @@
 """One run, as plain functions the CLIs and tests call: build → fit → sample → evaluate → record.
 
-``train(cfg)`` is ``sd-train`` without Hydra's command line; ``load_module(ckpt)`` rebuilds a trained
+``train(cfg)`` is ``sd-train`` and ``evaluate(cfg)`` is ``sd-eval`` without Hydra's command line; the evaluation
+itself lives in ``spectral_diffusion.evaluation``. ``load_module(ckpt)`` rebuilds a trained
 model from the resolved config stored inside its checkpoint (``sd-sample`` uses it).
 """
 
@@ -24,17 +25,22 @@ from omegaconf import DictConfig, OmegaConf
 from spectral_diffusion.callbacks import AtomicCheckpointIO, log_figure, log_grid
 from spectral_diffusion.diffusion.samplers import deq, validate_sampler
 from spectral_diffusion.evaluation import (
+    EvaluationConfig,
     build_extractor,
+    check_one_source,
+    check_sample_shape,
+    check_samples_path,
     evaluate_images,
-    is_battery_metric,
+    load_samples,
+    metric_shorthands,
+    resolve_optimized_metric,
     timed_generate,
-    validate_evaluation_options,
 )
 from spectral_diffusion.module import DiffusionModule
 from spectral_diffusion.utils.images import save_grid, save_samples_npz
 from spectral_diffusion.utils.progress import progress_bar
 from spectral_diffusion.utils.summary import append_row, git_commit
-from spectral_diffusion.utils.validation import ConfigError
+from spectral_diffusion.utils.validation import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -116,35 +122,6 @@ def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> DiffusionMo
     return module
 
 
-def _metric_names(cfg: DictConfig, extractor_name: str) -> dict[str, str]:
-    n = int(cfg.evaluation.num_samples)
-    return {"fid": f"fid_{extractor_name}@{n}", "kid": f"kid_{extractor_name}@{n}", "val_loss": "val_loss"}
-
-
-def validate_evaluation(evaluation: DictConfig) -> None:
-    for key, minimum in (("num_samples", 2), ("batch_size", 1), ("grid_size", 1), ("kid_subset_size", 2)):
-        value = evaluation.get(key)
-        if key == "kid_subset_size" and value is None:
-            continue
-        if not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"evaluation.{key}={value!r} is invalid; it must be an integer >= {minimum}")
-
-
-def resolve_optimized_metric(cfg: DictConfig, names: dict[str, str]) -> str | None:
-    """The metrics.json key ``optimized_metric`` names: a shorthand of ``names``, one of their values, or
-    (with ``evaluation.battery``) a key of the metric battery."""
-    name = cfg.get("optimized_metric")
-    if name is None:
-        return None
-    if name in names:
-        return names[name]
-    if name in names.values() or (cfg.evaluation.get("battery") and is_battery_metric(name)):
-        return name
-    allowed = list(names) + [names["fid"], names["kid"]]
-    battery = " or a key of the metric battery (metrics/battery.py)" if cfg.evaluation.get("battery") else ""
-    raise ConfigError(f"optimized_metric={name!r} is not a metric this run computes; choose one of {allowed}{battery}")
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run ``sd-train``: returns the metrics dict (``optimized_metric`` under key ``"objective"``)."""
     output_dir = Path(cfg.paths.output_dir)
@@ -159,10 +136,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = components.datamodule, components.module
 
     # Everything that can reject the config happens here, before the first training step.
-    validate_evaluation(cfg.evaluation)
-    validate_evaluation_options(cfg.evaluation, datamodule.image_shape)
+    evaluation = EvaluationConfig.from_config(cfg.evaluation)
+    evaluation.check_image_shape(datamodule.image_shape)
     features = instantiate_checked(cfg.features)
-    objective_name = resolve_optimized_metric(cfg, _metric_names(cfg, features.name))
+    objective_name = resolve_optimized_metric(cfg.get("optimized_metric"),
+                                              metric_shorthands(features.name, evaluation.num_samples, val_loss=True),
+                                              evaluation.battery_groups)
     extractor = build_extractor(features, datamodule)
 
     callbacks = [instantiate_checked(c) for c in cfg.get("callbacks", {}).values() if c is not None]
@@ -189,22 +168,73 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
 
     # --- sample from the EMA weights with the configured sampler, then evaluate against held-out images ---
-    evaluation = cfg.evaluation
-    samples, runtime = timed_generate(module, int(evaluation.num_samples), seed=int(evaluation.seed),
-                                      batch_size=int(evaluation.batch_size), progress=progress_bar("sampling"))
+    samples, runtime = timed_generate(module, evaluation.num_samples, seed=evaluation.seed,
+                                      batch_size=evaluation.batch_size, progress=progress_bar("sampling"))
     metrics.update(runtime)
-    save_samples_npz(samples, output_dir / "samples.npz", seed=int(evaluation.seed))
-    save_grid(samples[: int(evaluation.grid_size)], output_dir / "samples.png")
+    save_samples_npz(samples, output_dir / "samples.npz", seed=evaluation.seed)
+    save_grid(samples[: evaluation.grid_size], output_dir / "samples.png")
     step = trainer.global_step
-    log_grid(trainer, "samples/final", samples[: int(evaluation.grid_size)], step)
-    metrics = evaluate_images(samples, datamodule, extractor, cfg, output_dir, module=module, metrics=metrics,
-                              objective_name=objective_name, device=module.device,
+    log_grid(trainer, "samples/final", samples[: evaluation.grid_size], step)
+    metrics = evaluate_images(samples, datamodule, extractor, evaluation, output_dir, run_config=cfg, module=module,
+                              metrics=metrics, objective_name=objective_name, device=module.device,
                               log_figure=lambda name, figure: log_figure(trainer, f"eval/{name}", figure, step))
 
     for logger_ in trainer.loggers:
         logger_.log_metrics({f"eval/{k}": v for k, v in metrics.items() if _is_scalar(v)}, step=trainer.global_step)
         logger_.finalize("success")
     record(cfg, output_dir, metrics)
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``sd-eval``: every check first, then sample (with ``ckpt_path``), evaluate ``samples`` or those
+    samples against the held-out split of ``data`` and record; returns the metrics (``objective`` set)."""
+    samples_path, ckpt_path = cfg.get("samples"), cfg.get("ckpt_path")
+    check_one_source(samples_path, ckpt_path)
+    if samples_path is not None:
+        check_samples_path(samples_path)
+    elif not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} does not exist")
+    evaluation = EvaluationConfig.from_config(cfg.evaluation)
+    device = check_choice("device", cfg.device, ["auto", "cpu", "cuda"])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    datamodule = instantiate_checked(cfg.data)
+    datamodule.setup()
+    image_shape = datamodule.image_shape
+    evaluation.check_image_shape(image_shape)
+    features = instantiate_checked(cfg.features)
+
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    module, runtime = None, {}
+    if samples_path is not None:
+        samples = load_samples(samples_path, channels=image_shape[0])
+        check_sample_shape(samples, image_shape)
+        num_samples = len(samples)
+    else:
+        module = load_module(ckpt_path).to(device)
+        if tuple(module.image_shape) != tuple(image_shape):
+            raise ConfigError(f"ckpt_path={str(ckpt_path)!r} generates images of shape {module.image_shape} "
+                              f"but data gives {tuple(image_shape)}; choose the data option it was trained on")
+        sampler = instantiate_checked(cfg.sampler) if cfg.get("sampler") else module.sampler
+        validate_sampler(sampler, module.process)
+        num_samples = evaluation.num_samples
+    objective_name = resolve_optimized_metric(cfg.get("optimized_metric"),
+                                              metric_shorthands(features.name, num_samples), evaluation.battery_groups)
+
+    extractor = build_extractor(features, datamodule, device)
+    if module is not None:
+        samples, runtime = timed_generate(module, num_samples, sampler=sampler, seed=evaluation.seed,
+                                          batch_size=evaluation.batch_size, use_ema=bool(cfg.use_ema),
+                                          progress=progress_bar("sampling"))
+        save_samples_npz(samples, output_dir / "samples.npz", seed=evaluation.seed)
+        save_grid(samples[: evaluation.grid_size], output_dir / "samples.png")
+    metrics = evaluate_images(samples, datamodule, extractor, evaluation, output_dir, run_config=cfg, module=module,
+                              metrics={"num_samples": num_samples, **runtime}, objective_name=objective_name,
+                              device=device)
+    record(cfg, output_dir, metrics)
+    log.info("wrote metrics.json and report.md to %s", output_dir)
     return metrics
 
 

@@ -37,6 +37,7 @@ from spectral_diffusion.metrics.lpips_metric import (
     lpips_distance,
     random_pairs,
 )
+from spectral_diffusion.metrics.quality import FeaturePair, feature_distances
 from spectral_diffusion.metrics.spectral import (
     BandStatistics,
     PowerSpectrum,
@@ -541,6 +542,43 @@ def test_size_dependent_options_are_checked_for_the_image_shape():
         BatteryConfig(groups=["spectral"], slope_band=[0.3, 0.33]).build_metrics((1, 8, 8))
     with pytest.raises(ConfigError, match=r"battery\.glcm_distances"):
         BatteryConfig(glcm_distances=[8]).build_metrics((1, 8, 8))
+
+
+def test_options_are_validated_without_building_a_metric(monkeypatch):
+    from spectral_diffusion.metrics.statistics import TwoSampleMetric
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a metric was built")
+
+    monkeypatch.setattr(TwoSampleMetric, "__init__", refuse)
+    config = BatteryConfig.from_config({"precision_recall_k": 5, "lpips_pairs": 8, "wavelet_levels": 3})
+    config.check_image_shape((1, 16, 16))
+    with pytest.raises(ConfigError, match=r"battery\.precision_recall_k"):
+        BatteryConfig(precision_recall_k=0)
+    with pytest.raises(AssertionError, match="a metric was built"):  # the patch is live
+        config.build_metrics((1, 16, 16))
+
+
+def test_size_checks_cover_only_the_groups_that_run():
+    BatteryConfig(groups=["statistics"], glcm_distances=[8], wavelet_levels=9,
+                  slope_band=[0.3, 0.33]).check_image_shape((1, 8, 8))
+    with pytest.raises(ConfigError, match=r"battery\.hf_cutoff"):  # beyond the largest frequency of a 1x8 grid
+        BatteryConfig(groups=["spectral"], hf_cutoff=0.7).check_image_shape((1, 1, 8))
+
+
+def test_precomputed_features_equal_extraction_and_kid_subset_size_is_honoured():
+    real, fake = fields(2.0, 120), blur(fields(2.0, 80, seed=1))
+    extractor = RandomProjection()
+    config = {"groups": ["features"], "kid_subsets": 5}
+    extracted = evaluate_battery(real, fake, features=extractor, config=config).metrics
+    pair = FeaturePair.extract(real, fake, extractor)
+    assert evaluate_battery(real, fake, features=pair, config=config).metrics == extracted
+    smaller = evaluate_battery(real, fake, features=pair, config=config, kid_subset_size=20).metrics
+    # Without a subset size KID draws subsets of min(1000, 120, 80) = 80; with 20 the draws, and KID, change.
+    assert smaller["kid_projection@80"] != extracted["kid_projection@80"]
+    expected = feature_distances(pair.real, pair.fake, kid_subset_size=20, kid_subsets=5)
+    assert (smaller["kid_projection@80"], smaller["kid_std_projection@80"]) == (expected["kid"], expected["kid_std"])
+    assert smaller["fid_projection@80"] == extracted["fid_projection@80"]
 
 
 def test_config_from_dictconfig_with_target():

@@ -13,18 +13,26 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
 from spectral_diffusion.cli import CONFIG_DIR
-from spectral_diffusion.cli.eval import evaluate
 from spectral_diffusion.evaluation import (
+    EvaluationConfig,
     describe,
+    evaluate_images,
     load_samples,
+    metric_name,
+    metric_shorthands,
+    resolve_optimized_metric,
     timed_generate,
     timestep_grid,
     validation_loss_by_time,
 )
-from spectral_diffusion.pipeline import build, load_module, train
+from spectral_diffusion.metrics.battery import GROUPS, BatteryConfig
+from spectral_diffusion.metrics.quality import real_floor, sample_quality
+from spectral_diffusion.pipeline import build, evaluate, load_module, train
 from spectral_diffusion.utils.images import save_samples_npz
 from spectral_diffusion.utils.validation import ConfigError
 
@@ -63,8 +71,6 @@ def debug_run(tmp_path_factory, cache_dir) -> tuple[Path, dict]:
 def heldout(tmp_path_factory, cache_dir) -> tuple[torch.Tensor, Path]:
     """The held-out digits sd-eval compares with, saved as sd-train saves samples."""
     cfg = compose_eval([], tmp_path_factory.mktemp("heldout"), cache_dir)
-    from hydra.utils import instantiate
-
     images = instantiate(cfg.data).val_images
     path = save_samples_npz(images, tmp_path_factory.mktemp("npz") / "heldout.npz", seed=0)
     return images, path
@@ -252,7 +258,110 @@ def test_definitions_name_extractor_and_count():
     assert "perfect model" in describe("fid_floor_inception@500")
     assert describe("kid_std_classifier@64").startswith("std of KID")
     assert describe("no_such_metric") == ""
-    assert describe("js_divergence", [("js_divergence", "JS")]) == "JS"
+    assert describe("js_divergence").startswith("Jensen–Shannon divergence")
+    # Alternatives and placeholders match exactly what they list, nothing more.
+    assert metric_name("wavelet_hl_ratio_l3").group == "wavelet" and metric_name("wavelet_xx_ratio_l3") is None
+    assert metric_name("glcm_correlation_diff").group == "texture" and metric_name("glcm_contrast_diff") is None
+    assert metric_name("fid_classifier@many") is None  # the count is a number
+
+
+def test_optimized_metric_accepts_only_keys_of_the_groups_that_run():
+    shorthands = metric_shorthands("classifier", 64)
+    assert resolve_optimized_metric("fid", shorthands) == "fid_classifier@64"
+    assert resolve_optimized_metric("kid_classifier@64", shorthands) == "kid_classifier@64"
+    assert resolve_optimized_metric(None, shorthands) is None
+    groups = ["features", "statistics"]
+    for key in ["js_divergence", "precision_classifier@64", "severity", "severity_js"]:
+        assert resolve_optimized_metric(key, shorthands, groups) == key
+    for key, battery_groups in [("spectral_mse", groups), ("js_divergence", []), ("val_loss", groups),
+                                ("fid_floor_classifier@64", groups), ("sample_seconds", groups)]:
+        with pytest.raises(ConfigError, match=f"optimized_metric='{key}' is not a metric this run computes"):
+            resolve_optimized_metric(key, shorthands, battery_groups)
+    assert resolve_optimized_metric("val_loss", metric_shorthands("classifier", 64, val_loss=True)) == "val_loss"
+
+
+# --- the evaluation config group -------------------------------------------------------------------------------
+def test_one_evaluation_group_for_sd_train_and_sd_eval(tmp_path, cache_dir):
+    train_node = compose_train([], tmp_path, cache_dir).evaluation
+    eval_node = compose_eval(["evaluation.batch_size=500", "evaluation.kid_subset_size=100"], tmp_path,
+                             cache_dir).evaluation  # undo compose_eval's shrinking
+    assert train_node == eval_node
+    config = EvaluationConfig.from_config(train_node)
+    assert config == instantiate(train_node)  # the node's _target_ builds the same validated object
+    assert isinstance(config.battery_options, BatteryConfig) and config.battery_options.classifier_epochs == 5
+    debug = EvaluationConfig.from_config(compose_train(["debug=default"], tmp_path, cache_dir).evaluation)
+    assert (debug.num_samples, debug.kid_subset_size, debug.battery_options.classifier_epochs) == (64, 32, 1)
+    assert config.battery_groups == list(GROUPS)
+    assert EvaluationConfig.from_config({**train_node, "battery": False}).battery_groups == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("num_samples", 1), ("batch_size", 0), ("kid_subset_size", 1), ("seed", "x"), ("grid_size", 0),
+     ("battery", "maybe"), ("timestep_bins", -1), ("timestep_bins", 2.5), ("num_samples", True),
+     ("battery_options.kid_subsets", 0), ("battery_options.groups", ["fid"]), ("no_such_key", 1)],
+)
+def test_evaluation_config_names_the_bad_key(key, value, tmp_path, cache_dir):
+    options = OmegaConf.to_container(compose_eval([], tmp_path, cache_dir).evaluation)
+    node, *path = key.split(".")
+    if path:
+        options[node][path[0]] = value
+    else:
+        options[node] = value
+    with pytest.raises(ConfigError, match=rf"evaluation\.{re.escape(key)}"):
+        EvaluationConfig.from_config(options)
+
+
+def test_size_dependent_battery_options_fail_for_the_data_shape(tmp_path, cache_dir):
+    options = OmegaConf.to_container(compose_eval([], tmp_path, cache_dir).evaluation)
+    options["battery_options"]["wavelet_levels"] = 4
+    config = EvaluationConfig.from_config(options)  # fine until the image size is known
+    config.check_image_shape((1, 16, 16))
+    with pytest.raises(ConfigError, match=r"evaluation\.battery_options\.wavelet_levels=4"):
+        config.check_image_shape((1, 8, 8))
+    EvaluationConfig.from_config({**options, "battery": False}).check_image_shape((1, 8, 8))  # no battery, no check
+
+
+# --- features: each image set goes through the extractor once ----------------------------------------------------
+class CountingProjection(nn.Module):
+    """A fixed random linear feature map that records the size of every batch it sees."""
+
+    name = "projection"
+
+    def __init__(self, in_features: int = 64, num_features: int = 8) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(in_features, num_features,
+                                                   generator=torch.Generator().manual_seed(1)) / 8)
+        self.calls: list[int] = []
+
+    def forward(self, images):
+        self.calls.append(len(images))
+        return images.flatten(1) @ self.weight
+
+
+@pytest.mark.parametrize("battery", [True, False])
+def test_each_image_set_is_extracted_once(battery, tmp_path, cache_dir):
+    cfg = compose_eval([f"evaluation.battery={str(battery).lower()}", "evaluation.timestep_bins=0",
+                        "evaluation.battery_options.groups=[features,statistics]", "evaluation.batch_size=1000",
+                        "evaluation.kid_subset_size=20"], tmp_path, cache_dir)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    real = datamodule.val_images
+    fake = (datamodule.train_images[:40] + 0.1).clamp(-1, 1)
+    extractor = CountingProjection()
+    evaluation = EvaluationConfig.from_config(cfg.evaluation)
+    metrics = evaluate_images(fake, datamodule, extractor, evaluation, tmp_path / "out", run_config=cfg)
+    floor_count = min(len(real), len(datamodule.train_images))
+    # Held-out, generated and the floor's training subset: one batch each (batch_size exceeds every set).
+    assert sorted(extractor.calls) == sorted([len(real), len(fake), floor_count])
+    # FID/KID from those features, KID on subsets of evaluation.kid_subset_size (battery or not).
+    expected = sample_quality(real, fake, CountingProjection(), kid_subset_size=20)
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-9), key
+    assert (f"precision_projection@{len(fake)}" in metrics) == battery
+    floor = real_floor(datamodule.train_images, real, CountingProjection(), len(real), kid_subset_size=20)
+    for key, value in floor.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-6), key
 
 
 # --- sd-train: the battery in metrics.json and report.md, the callback in TensorBoard ---------------------------

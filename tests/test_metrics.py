@@ -25,6 +25,7 @@ from spectral_diffusion.metrics.features import (
 from spectral_diffusion.metrics.quality import (
     extract_features,
     feature_distances,
+    floor_indices,
     metric_key,
     real_floor,
     sample_quality,
@@ -190,6 +191,25 @@ def test_real_floor_compares_train_and_heldout_at_the_same_count(digits, digits_
     # More images than the held-out set has: the floor is taken at (and labelled with) the smaller size.
     capped = real_floor(train, heldout, digits_classifier, 5000)
     assert set(capped) == {f"{m}_floor_classifier@{len(heldout)}" for m in ("fid", "kid", "kid_std")}
+
+
+def test_real_floor_reuses_heldout_features_and_extracts_only_the_training_subset(digits):
+    train, heldout = digits[0], digits[2]
+
+    class Counting(RandomProjection):
+        def forward(self, images):
+            self.seen = getattr(self, "seen", 0) + len(images)
+            return super().forward(images)
+
+    extractor = Counting()
+    heldout_features = extract_features(heldout, RandomProjection())
+    floor = real_floor(train, heldout, extractor, 100, seed=5, heldout_features=heldout_features)
+    assert extractor.seen == 100  # the 100 training images; the held-out ones come from heldout_features
+    direct = real_floor(train, heldout, RandomProjection(), 100, seed=5)
+    for key, value in direct.items():
+        assert floor[key] == pytest.approx(value, rel=1e-9), key
+    train_index, heldout_index = floor_indices(len(train), len(heldout), 100, seed=5)
+    assert len(set(train_index.tolist())) == len(set(heldout_index.tolist())) == 100
 
 
 # ---------------------------------------------------------------- classifier extractor

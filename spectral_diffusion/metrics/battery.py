@@ -1,63 +1,22 @@
 """The metric battery: every sample-quality, spectral, texture and statistical comparison of generated
 images against real ones, in one call (``evaluate_battery``) with its figures (``battery_figures``).
 
-Images are [-1, 1] float tensors (N, C, H, W). Groups (``battery.groups``) and their keys; "ratio" is
-always generated / real and 1 is ideal, "diff" is generated − real and 0 is ideal:
-
-features (needs a feature extractor; N = number of generated images, <name> = extractor.name)
-  fid_<name>@N            Fréchet distance of the feature Gaussians (Heusel et al. 2017).
-  kid_<name>@N, kid_std_<name>@N   KID, unbiased MMD² with kernel (x·y/d + 1)³, mean and std over
-                          ``kid_subsets`` subsets (Bińkowski et al. 2018).
-  precision_<name>@N, recall_<name>@N   improved precision/recall (Kynkäänniemi et al. 2019): fraction
-                          of generated features inside the real k-NN manifold (k = ``precision_recall_k``)
-                          and of real features inside the generated one.
-spectral
-  spectral_mse            mean over radial frequency bins f > 0 of (log10 P_gen(f) − log10 P_real(f))²,
-                          P the radially averaged power spectrum |rfft2(x, ortho)|² (decades²).
-  spectral_slope_real, spectral_slope_fake   β of P(f) ∝ |f|^−β, weighted least squares of log10 P on
-                          log10 |f| over every coefficient with |f| in ``slope_band`` (cycles/pixel).
-  spectral_slope_diff     |β_gen − β_real|.
-  hf_energy_ratio         mean energy at |f| ≥ ``hf_cutoff`` per image, generated / real.
-wavelet (``wavelet``, ``wavelet_levels``, pywt ``wavedec2`` with periodization; level 1 = finest)
-  wavelet_{lh,hl,hh}_ratio_l<l>   mean detail energy per image, generated / real; lh = pywt cH
-                          (high-pass along the height), hl = cV (along the width), hh = cD (both).
-  wavelet_energy_ratio_l<l>       the same for the three orientations together.
-bands (``num_bands`` equal-width radial rings of the rfft2 grid, k = 0 lowest)
-  band_magnitude_ratio_b<k>       mean |X| in the ring, generated / real.
-  band_magnitude_js_b<k>, band_phase_js_b<k>   JS divergence (bits) of the log10 |X| and arg X histograms.
-  band_phase_coherence_diff_b<k>  difference of the ring mean of ρ̂², the unbiased squared mean resultant
-                          length of the phase at one frequency across images (0: random phases).
-texture (images quantised to ``glcm_levels`` grey levels)
-  glcm_{contrast,dissimilarity}_{real,fake,ratio}, glcm_correlation_{real,fake,diff}   Haralick GLCM
-                          properties (symmetric, normalised; mean over ``glcm_distances`` × ``glcm_angles``
-                          and over image channels).
-  gradient_magnitude_{real,fake,ratio}   mean √(∂x² + ∂y²) per pixel (central differences).
-statistics (``histogram_bins`` equal bins on [-1, 1], values clamped)
-  js_divergence           Jensen–Shannon divergence (bits, in [0, 1]) of the pixel-intensity histograms.
-  wasserstein             1-Wasserstein distance of the pixel-intensity distributions (pixel units, ≤ 2).
-fdr
-  fdr_fraction            fraction of pixels (per channel) whose mean differs between real and generated
-                          images by a Welch t-test, under Benjamini–Hochberg FDR control at ``fdr_alpha``
-                          (a difference of spread alone is seen by js_divergence / texture, not here).
-classifier_auc
-  classifier_auc          held-out ROC AUC of a small CNN trained (``classifier_epochs``) to tell generated
-                          from real images; 0.5 = indistinguishable, 1 = perfectly separable.
-lpips (``lpips_net`` backbone from ``lpips_weights`` or the torch hub cache, else skipped with a reason)
-  lpips_diversity, lpips_diversity_real, lpips_diversity_ratio   mean LPIPS (Zhang et al. 2018) between
-                          ``lpips_pairs`` random pairs of distinct generated (real) images, and their ratio.
-severity (always; see ``severity``)
-  severity, severity_<component>   overall discrepancy in [0, 1] and its components.
+Images are [-1, 1] float tensors (N, C, H, W). Groups (``battery.groups``): features (FID, KID and
+improved precision/recall of extractor features), spectral, wavelet, bands, texture, statistics, fdr,
+classifier_auc, lpips, and severity (always). "ratio" is always generated / real and 1 is ideal, "diff" is
+generated − real and 0 is ideal. Every key each group reports, with its definition and paper, is listed in
+``spectral_diffusion.evaluation.names.METRIC_NAMES``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import resource
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import pywt
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
@@ -65,34 +24,52 @@ from torch import Tensor, nn
 from spectral_diffusion.metrics import figures
 from spectral_diffusion.metrics.lpips_metric import (
     BACKBONE_FILES,
+    MIN_LPIPS_SIZE,
     LPIPSDiversity,
     load_lpips,
 )
-from spectral_diffusion.metrics.quality import (
-    extract_features,
-    feature_distances,
-    metric_key,
-)
+from spectral_diffusion.metrics.quality import FeaturePair, feature_distances, metric_key
 from spectral_diffusion.metrics.spectral import (
     BandStatistics,
     PowerSpectrum,
     WaveletEnergy,
+    slope_mask,
 )
 from spectral_diffusion.metrics.statistics import (
     ClassifierAUC,
     PixelHistogram,
     PixelTests,
-    PrecisionRecall,
     manifold_precision_recall,
 )
 from spectral_diffusion.metrics.texture import GLCMTexture, GradientMagnitude
-from spectral_diffusion.utils.validation import ConfigError, check_choice
+from spectral_diffusion.spectral.bands import MAX_RADIUS, band_edges
+from spectral_diffusion.spectral.frequency import radial_frequency
+from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_int_list, check_range
 
 GROUPS = ("features", "spectral", "wavelet", "bands", "texture", "statistics", "fdr", "classifier_auc", "lpips")
 # The real-vs-generated classifier needs a training and a held-out part of each set.
 MIN_CLASSIFIER_IMAGES = 4
-# Size-dependent options are checked again for the real image size when the metrics are built.
-VALIDATION_SHAPE = (3, 256, 256)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def config_options(config: Mapping, options: type, key: str) -> dict:
+    """The options of a config node (dict or DictConfig, ``_target_`` left out) for the dataclass ``options``;
+    a ConfigError names ``key.<option>`` for a key the dataclass does not have."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{key} must be a mapping of options, got {type(config).__name__}")
+    values = {name: value for name, value in config.items() if name != "_target_"}
+    known = [option.name for option in dataclasses.fields(options)]
+    for name in values:
+        if name not in known:
+            raise ConfigError(f"{key}.{name} is not an option; the options are {sorted(known)}")
+    return values
 
 
 @dataclass
@@ -121,16 +98,62 @@ class BatteryConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.groups = list(self.groups)
-        for group in self.groups:
-            check_choice("battery.groups", group, GROUPS)
+        """Checks every option directly (no metric is built); ``check_image_shape`` adds the size-dependent ones."""
+        self.groups = [check_choice("battery.groups", group, GROUPS) for group in self.groups]
+        band = list(self.slope_band)
+        if len(band) != 2 or not all(map(_is_number, band)) or not 0 <= band[0] < band[1] <= MAX_RADIUS:
+            raise ConfigError(f"battery.slope_band={band} is invalid; give [low, high] cycles per pixel "
+                              f"with 0 <= low < high <= {MAX_RADIUS:.4f}")
+        self.slope_band = [float(value) for value in band]
+        if not _is_number(self.hf_cutoff) or not 0 < self.hf_cutoff <= MAX_RADIUS:
+            raise ConfigError(f"battery.hf_cutoff={self.hf_cutoff!r} is invalid; it must lie in (0, {MAX_RADIUS:.4f}] "
+                              "cycles per pixel")
+        band_edges(check_int("battery.num_bands", self.num_bands, 1), key="battery.num_bands")
+        if self.wavelet not in pywt.wavelist(kind="discrete"):
+            raise ConfigError(f"battery.wavelet={self.wavelet!r} is not allowed; choose a discrete PyWavelets wavelet "
+                              "(pywt.wavelist(kind='discrete'), e.g. haar, db2, sym4)")
+        check_int("battery.wavelet_levels", self.wavelet_levels, 1)
+        check_int("battery.glcm_levels", self.glcm_levels, 2, 256)
+        self.glcm_distances = check_int_list("battery.glcm_distances", self.glcm_distances, 1, allow_empty=False)
+        self.glcm_angles = list(self.glcm_angles)
+        if not self.glcm_angles or not all(map(_is_number, self.glcm_angles)):
+            raise ConfigError(f"battery.glcm_angles={self.glcm_angles} is invalid; give a non-empty list of angles "
+                              "in degrees")
+        check_int("battery.histogram_bins", self.histogram_bins, 2)
+        if not _is_number(self.fdr_alpha) or not 0 < self.fdr_alpha < 1:
+            raise ConfigError(f"battery.fdr_alpha={self.fdr_alpha!r} is invalid; it must lie strictly inside (0, 1)")
+        check_int("battery.classifier_epochs", self.classifier_epochs, 1)
+        if not _is_number(self.classifier_heldout):
+            raise ConfigError(f"battery.classifier_heldout={self.classifier_heldout!r} is invalid; it must be a number")
+        check_range("battery.classifier_heldout", self.classifier_heldout, 0.05, 0.95)
         check_choice("battery.lpips_net", self.lpips_net, BACKBONE_FILES)
-        if int(self.kid_subsets) != self.kid_subsets or self.kid_subsets < 1:
-            raise ConfigError(f"battery.kid_subsets={self.kid_subsets!r} is invalid; it must be an integer >= 1")
-        # Building every group's metrics once runs each option's own check.
-        self.build_metrics(VALIDATION_SHAPE, GROUPS)
-        LPIPSDiversity(nn.Identity(), pairs=self.lpips_pairs, size=self.lpips_size, seed=self.seed)
-        PrecisionRecall(k=self.precision_recall_k)
+        check_int("battery.lpips_pairs", self.lpips_pairs, 1)
+        check_int("battery.lpips_size", self.lpips_size, MIN_LPIPS_SIZE)
+        check_int("battery.precision_recall_k", self.precision_recall_k, 1)
+        check_int("battery.kid_subsets", self.kid_subsets, 1)
+        check_int("battery.seed", self.seed)
+
+    def check_image_shape(self, image_shape: tuple[int, int, int]) -> None:
+        """The options of the enabled groups that depend on the image size (C, H, W): the slope band must hold
+        two grid frequencies, the high-frequency cutoff one, the wavelet levels must fit, GLCM distances too.
+        Call it as soon as the image shape is known to fail before any sampling."""
+        _, height, width = (int(size) for size in image_shape)
+        if "spectral" in self.groups:
+            radius = radial_frequency(height, width)
+            if len(radius[slope_mask(height, width, self.slope_band)].unique()) < 2:
+                raise ConfigError(f"battery.slope_band={self.slope_band} holds fewer than 2 distinct frequencies on "
+                                  f"a {height}x{width} grid (frequencies are multiples of 1/{height})")
+            if self.hf_cutoff > float(radius.max()):
+                raise ConfigError(f"battery.hf_cutoff={self.hf_cutoff!r} is invalid; it must lie in "
+                                  f"(0, {float(radius.max()):.4f}] cycles per pixel for {height}x{width} images")
+        if "wavelet" in self.groups:
+            deepest = pywt.dwt_max_level(min(height, width), pywt.Wavelet(self.wavelet).dec_len)
+            if self.wavelet_levels > deepest:
+                raise ConfigError(f"battery.wavelet_levels={self.wavelet_levels!r} is invalid; for {self.wavelet} "
+                                  f"on {height}x{width} images it must be an integer in [1, {deepest}]")
+        if "texture" in self.groups and max(self.glcm_distances) >= max(height, width):
+            raise ConfigError(f"battery.glcm_distances={list(self.glcm_distances)} must be below the image size "
+                              f"{height}x{width}")
 
     @classmethod
     def from_config(cls, config: BatteryConfig | Mapping | None) -> BatteryConfig:
@@ -139,29 +162,14 @@ class BatteryConfig:
             return config
         if config is None:
             return cls()
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(config, DictConfig):
-            config = OmegaConf.to_container(config, resolve=True)
-        if not isinstance(config, Mapping):
-            raise ConfigError(f"battery must be a mapping of options, got {type(config).__name__}")
-        options = {key: value for key, value in config.items() if key != "_target_"}
-        known = {option.name for option in dataclasses.fields(cls)}
-        for key in options:
-            if key not in known:
-                raise ConfigError(f"battery.{key} is not an option; the options are {sorted(known)}")
-        return cls(**options)
+        return cls(**config_options(config, cls, "battery"))
 
     def build_metrics(self, image_shape: tuple[int, int, int], groups=None) -> dict[str, list[nn.Module]]:
-        """The streaming metrics of each group in ``groups`` (default: the enabled ones) for images (C, H, W);
-        raises ConfigError for options that do not fit that size (slope band, wavelet levels, GLCM distances).
-        Call it as soon as the image shape is known to fail before any sampling.
-        """
+        """The streaming metrics of each group in ``groups`` (default: the enabled ones) for images (C, H, W),
+        after ``check_image_shape``."""
         groups = self.groups if groups is None else groups
+        self.check_image_shape(image_shape)
         _, height, width = image_shape
-        if max(self.glcm_distances, default=0) >= max(height, width):
-            raise ConfigError(f"battery.glcm_distances={list(self.glcm_distances)} must be below the image size "
-                              f"{height}x{width}")
         # The battery scores whole image sets on one process (rank zero under DDP): never all-gather.
         local = {"sync_on_compute": False}
         factories = {
@@ -263,27 +271,28 @@ def _check_image_sets(real: Tensor, fake: Tensor) -> None:
                          f"{tuple(fake.shape[1:])}")
 
 
-def _feature_metrics(real: Tensor, fake: Tensor, extractor: nn.Module, config: BatteryConfig,
-                     batch_size: int, skipped: dict[str, str]) -> dict[str, float]:
-    real_features = extract_features(real, extractor, batch_size=batch_size)
-    fake_features = extract_features(fake, extractor, batch_size=batch_size)
-    values = feature_distances(real_features, fake_features, kid_subsets=config.kid_subsets, seed=config.seed)
-    name = getattr(extractor, "name", type(extractor).__name__)
-    if min(len(real), len(fake)) > config.precision_recall_k:
-        values["precision"], values["recall"] = manifold_precision_recall(real_features, fake_features,
+def _feature_metrics(features: FeaturePair, config: BatteryConfig, kid_subset_size: int | None,
+                     skipped: dict[str, str]) -> dict[str, float]:
+    values = feature_distances(features.real, features.fake, kid_subset_size=kid_subset_size,
+                               kid_subsets=config.kid_subsets, seed=config.seed)
+    count = len(features.fake)
+    if min(len(features.real), count) > config.precision_recall_k:
+        values["precision"], values["recall"] = manifold_precision_recall(features.real, features.fake,
                                                                           config.precision_recall_k)
     else:
-        skipped[metric_key("precision", name, len(fake))] = skipped[metric_key("recall", name, len(fake))] = (
+        skipped[metric_key("precision", features.name, count)] = skipped[metric_key("recall", features.name, count)] = (
             f"needs more than battery.precision_recall_k={config.precision_recall_k} images per set")
-    return {metric_key(metric, name, len(fake)): value for metric, value in values.items()}
+    return {metric_key(metric, features.name, count): value for metric, value in values.items()}
 
 
-def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | None = None,
+def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | FeaturePair | None = None,
                      config: BatteryConfig | Mapping | None = None, device: str | torch.device = "cpu",
-                     batch_size: int = 256) -> BatteryResult:
-    """Run every enabled group of the battery on ``real`` vs generated ``fake`` images (see the module
-    docstring for the keys). ``features`` is an extractor from ``metrics.features`` (or None: the
-    features group is skipped). Streaming metrics see the images in batches of ``batch_size``.
+                     batch_size: int = 256, kid_subset_size: int | None = None) -> BatteryResult:
+    """Run every enabled group of the battery on ``real`` vs generated ``fake`` images (keys: see the module
+    docstring). ``features`` is an extractor from ``metrics.features`` (extracted here), the ``FeaturePair``
+    of these two sets when the caller has extracted them already, or None (the features group is skipped).
+    KID uses subsets of ``kid_subset_size`` features (``feature_distances``). Streaming metrics see the images
+    in batches of ``batch_size``.
     """
     config = BatteryConfig.from_config(config)
     _check_image_sets(real, fake)
@@ -295,7 +304,9 @@ def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | None =
         if features is None:
             skipped["features"] = "no feature extractor given (FID, KID, precision, recall need one)"
         else:
-            metrics.update(_feature_metrics(real, fake, features, config, batch_size, skipped))
+            if not isinstance(features, FeaturePair):
+                features = FeaturePair.extract(real, fake, features, batch_size=batch_size)
+            metrics.update(_feature_metrics(features, config, kid_subset_size, skipped))
         seconds["features"] = time.perf_counter() - start
 
     for group, group_metrics in streaming.items():
@@ -334,9 +345,9 @@ def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | None =
     return BatteryResult(metrics=metrics, skipped=skipped, figures_data=figures_data, seconds=seconds)
 
 
-def battery_figures(real: Tensor, fake: Tensor, result: BatteryResult) -> dict[str, Figure]:
+def battery_figures(real: Tensor, fake: Tensor, result: BatteryResult, grid_size: int = 64) -> dict[str, Figure]:
     """Figures of a battery result: ``radial_power_spectrum``, ``wavelet_energy_ratios``, ``band_histograms``
-    (each when its group ran) and ``sample_grids`` (always).
+    (each when its group ran) and ``sample_grids`` (always; ``grid_size`` images of each set).
     """
     data = result.figures_data
     drawn = {}
@@ -349,15 +360,5 @@ def battery_figures(real: Tensor, fake: Tensor, result: BatteryResult) -> dict[s
                                                                        data["wavelet_energy"]["fake"])
     if "band_histograms" in data:
         drawn["band_histograms"] = figures.band_histogram_figure(data["band_histograms"])
-    drawn["sample_grids"] = figures.sample_grid_figure(real, fake)
+    drawn["sample_grids"] = figures.sample_grid_figure(real, fake, grid_size)
     return drawn
-
-
-def peak_memory_mb(device: str | torch.device = "cpu") -> float:
-    """Peak memory in MiB: ``torch.cuda.max_memory_allocated`` on a CUDA device, else the process's
-    peak resident set size (``getrusage`` ru_maxrss, KiB on Linux).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

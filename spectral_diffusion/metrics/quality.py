@@ -7,6 +7,7 @@ the feature extractor and the number of generated samples, e.g. ``fid_classifier
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +97,41 @@ def metric_key(metric: str, extractor_name: str, count: int, prefix: str | None 
     return f"{metric}_{qualifier}{extractor_name}@{count}"
 
 
+def extractor_name(extractor: nn.Module) -> str:
+    """The name metric keys give an extractor: its ``name`` attribute, else its class name."""
+    return getattr(extractor, "name", type(extractor).__name__)
+
+
+@dataclass(frozen=True)
+class FeaturePair:
+    """Features (N, D) of a real and a generated image set under the extractor called ``name``: extracted once
+    and handed to every metric that compares them (FID, KID, precision/recall)."""
+
+    name: str
+    real: Tensor
+    fake: Tensor
+
+    @classmethod
+    def extract(cls, real: Tensor, fake: Tensor, extractor: nn.Module, *, batch_size: int = 256) -> FeaturePair:
+        return cls(extractor_name(extractor), extract_features(real, extractor, batch_size=batch_size),
+                   extract_features(fake, extractor, batch_size=batch_size))
+
+
+def distance_metrics(
+    features: FeaturePair,
+    *,
+    kid_subset_size: int | None = None,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    prefix: str | None = None,
+) -> dict[str, float]:
+    """``feature_distances`` of a feature pair under keys that name the extractor and the generated count."""
+    distances = feature_distances(features.real, features.fake, kid_subset_size=kid_subset_size,
+                                  kid_subsets=kid_subsets, seed=seed)
+    return {metric_key(metric, features.name, len(features.fake), prefix): value
+            for metric, value in distances.items()}
+
+
 def sample_quality(
     real: Tensor,
     fake: Tensor,
@@ -112,15 +148,19 @@ def sample_quality(
     Keys name ``extractor.name`` and the number of generated images: ``fid_classifier@1000``,
     ``kid_classifier@1000``, ``kid_std_classifier@1000``.
     """
-    distances = feature_distances(
-        extract_features(real, extractor, batch_size=batch_size),
-        extract_features(fake, extractor, batch_size=batch_size),
-        kid_subset_size=kid_subset_size,
-        kid_subsets=kid_subsets,
-        seed=seed,
-    )
-    name = getattr(extractor, "name", type(extractor).__name__)
-    return {metric_key(metric, name, len(fake), prefix): value for metric, value in distances.items()}
+    return distance_metrics(FeaturePair.extract(real, fake, extractor, batch_size=batch_size),
+                            kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, seed=seed, prefix=prefix)
+
+
+def floor_indices(num_train: int, num_heldout: int, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Which training and held-out images the real floor compares: min(n, num_train, num_heldout) of each,
+    a random choice seeded by ``seed``."""
+    if n < 2:
+        raise ValueError(f"n={n} must be >= 2")
+    count = min(n, num_train, num_heldout)
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randperm(num_train, generator=generator)[:count],
+            torch.randperm(num_heldout, generator=generator)[:count])
 
 
 def real_floor(
@@ -133,26 +173,21 @@ def real_floor(
     kid_subset_size: int | None = None,
     kid_subsets: int = 100,
     seed: int = 0,
+    heldout_features: Tensor | None = None,
 ) -> dict[str, float]:
     """The same metrics between n training and n held-out real images: what a perfect model would score.
 
     FID is biased upwards at small n, so a model's FID is read against this floor at the same n.
     When either set holds fewer than ``n`` images the smaller size is used, and the keys say so
-    (``fid_floor_classifier@500``). The n images of each set are a random choice seeded by ``seed``.
+    (``fid_floor_classifier@500``). The n images of each set are a random choice seeded by ``seed``
+    (``floor_indices``). ``heldout_features``, the features of every held-out image in order, are reused
+    instead of extracting the chosen held-out images again; only the chosen training images are extracted.
     """
-    if n < 2:
-        raise ValueError(f"n={n} must be >= 2")
-    count = min(n, len(train_real), len(heldout_real))
-    generator = torch.Generator().manual_seed(seed)
-    train_subset = train_real[torch.randperm(len(train_real), generator=generator)[:count]]
-    heldout_subset = heldout_real[torch.randperm(len(heldout_real), generator=generator)[:count]]
-    return sample_quality(
-        train_subset,
-        heldout_subset,
-        extractor,
-        batch_size=batch_size,
-        kid_subset_size=kid_subset_size,
-        kid_subsets=kid_subsets,
-        seed=seed,
-        prefix="floor",
-    )
+    train_index, heldout_index = floor_indices(len(train_real), len(heldout_real), n, seed)
+    if heldout_features is None:
+        heldout_subset = extract_features(heldout_real[heldout_index], extractor, batch_size=batch_size)
+    else:
+        heldout_subset = heldout_features[heldout_index.to(heldout_features.device)]
+    train_subset = extract_features(train_real[train_index], extractor, batch_size=batch_size)
+    return distance_metrics(FeaturePair(extractor_name(extractor), train_subset, heldout_subset),
+                            kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, seed=seed, prefix="floor")

@@ -1,0 +1,114 @@
+"""The evaluation shared by ``sd-train`` and ``sd-eval``: generated images against the held-out split, each image
+set's features extracted once and shared by FID, KID, precision/recall and the real-data floor; the metric
+battery, the per-timestep loss, the figures and report.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
+from torch import Tensor
+
+from spectral_diffusion.evaluation.config import EvaluationConfig, name_battery_key
+from spectral_diffusion.evaluation.report import FIGURES_DIR, is_number, save_figure, write_report
+from spectral_diffusion.evaluation.samples import check_sample_shape
+from spectral_diffusion.evaluation.timestep_loss import validation_loss_by_time, validation_loss_figure
+from spectral_diffusion.metrics.battery import battery_figures, evaluate_battery
+from spectral_diffusion.metrics.figures import sample_grid_figure
+from spectral_diffusion.metrics.quality import FeaturePair, distance_metrics, real_floor
+from spectral_diffusion.utils.validation import ConfigError
+
+
+def build_extractor(features, datamodule, device: str | torch.device = "cpu"):
+    """The FID/KID feature network of a ``features`` config object for ``datamodule``'s data (trained once and
+    cached for the classifier; its held-out accuracy from the held-out split)."""
+    return features.build(
+        train_images=datamodule.train_images,
+        train_labels=datamodule.train_labels,
+        num_classes=datamodule.num_classes,
+        dataset_name=datamodule.name,
+        val_images=datamodule.val_images,
+        val_labels=datamodule.val_labels,
+        device=device,
+    )
+
+
+def evaluate_images(
+    fake: Tensor,
+    datamodule,
+    extractor,
+    evaluation: EvaluationConfig,
+    out_dir: str | Path,
+    *,
+    run_config: DictConfig | None = None,
+    module=None,
+    metrics: Mapping[str, Any] | None = None,
+    objective_name: str | None = None,
+    log_figure: Callable[[str, Figure], None] | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Metrics of ``fake`` against ``datamodule.val_images``; writes report.md and figures/*.png into ``out_dir``.
+
+    ``metrics`` (training, runtime) are kept and come first; then FID/KID (by the battery's features group when
+    it runs, else here) and their real floor with ``extractor``, the metric battery (``evaluation.battery``), and
+    with a ``module`` the per-timestep validation loss. Returns the metrics with ``"skipped": {name: reason}`` and
+    ``objective`` set from ``objective_name`` (a ConfigError lists the keys when it names none). ``log_figure(name,
+    figure)`` also receives every figure (TensorBoard); ``run_config`` is summarised at the end of report.md.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    real = datamodule.val_images
+    check_sample_shape(fake, tuple(real.shape[1:]))
+    batch_size = evaluation.batch_size
+    options = evaluation.battery_options
+    results: dict[str, Any] = dict(metrics or {})
+    skipped: dict[str, str] = {}
+    features = FeaturePair.extract(real, fake, extractor, batch_size=batch_size)
+
+    figures: dict[str, Figure] = {}
+    if evaluation.battery:
+        result = evaluate_battery(real, fake, features=features, config=options, device=device, batch_size=batch_size,
+                                  kid_subset_size=evaluation.kid_subset_size)
+        results.update(result.metrics)
+        skipped.update({name: name_battery_key(reason, "evaluation.battery_options")
+                        for name, reason in result.skipped.items()})
+        figures.update(battery_figures(real, fake, result, grid_size=evaluation.grid_size))
+    else:
+        skipped["battery"] = "evaluation.battery=false"
+        figures["sample_grids"] = sample_grid_figure(real, fake, evaluation.grid_size)
+    if "features" not in evaluation.battery_groups:
+        results.update(distance_metrics(features, kid_subset_size=evaluation.kid_subset_size,
+                                        kid_subsets=options.kid_subsets, seed=options.seed))
+    results.update(real_floor(datamodule.train_images, real, extractor, len(real), batch_size=batch_size,
+                              kid_subset_size=evaluation.kid_subset_size, heldout_features=features.real))
+    if getattr(extractor, "accuracy", None) is not None:
+        results[f"{extractor.name}_accuracy"] = float(extractor.accuracy)
+
+    bins = evaluation.timestep_bins
+    if module is not None and bins > 0:
+        times, losses = validation_loss_by_time(module, real, bins=bins, seed=evaluation.seed, batch_size=batch_size)
+        figures["val_loss_by_t"] = validation_loss_figure(times, losses)
+        results["val_loss_by_t"] = {"t": times.tolist(), "loss": losses.tolist()}
+    elif bins > 0:
+        skipped["val_loss_by_t"] = "needs a model: pass ckpt_path (samples alone have no network)"
+
+    if objective_name is not None:
+        if objective_name not in results:
+            available = sorted(k for k, v in results.items() if is_number(v))
+            raise ConfigError(f"optimized_metric={objective_name!r} is not a computed metric; "
+                              f"choose one of {available}")
+        results["objective"] = results[objective_name]
+        results["objective_name"] = objective_name
+    results["skipped"] = skipped
+
+    figure_paths = {}
+    for name, figure in figures.items():
+        figure_paths[name] = save_figure(figure, out_dir / FIGURES_DIR / f"{name}.png")
+        if log_figure is not None:
+            log_figure(name, figure)
+    write_report(out_dir / "report.md", results, figure_paths, run_config)
+    return results

@@ -1,0 +1,163 @@
+"""Every key of metrics.json with its one-line definition (report.md), and which names ``optimized_metric``
+accepts. The table is the one place a metric is named: a new metric adds its row here.
+
+Patterns read as they print: ``<extractor>`` is the feature extractor's name, ``<n>`` an image count, any other
+``<...>`` a word (level, band, component), ``{a,b}`` one of the alternatives. A definition may quote the
+extractor and count of the key it describes as ``{extractor}`` and ``{n}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from spectral_diffusion.utils.validation import ConfigError
+
+
+def _placeholder(match: re.Match) -> str:
+    """The named group of a ``<name>`` placeholder: digits for the count ``<n>``, else a word."""
+    name = match.group(1)
+    return f"(?P<{name}>" + (r"\d+" if name == "n" else r"\w+") + ")"
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """A family of metrics.json keys: its ``pattern``, its ``definition`` and the battery ``group`` that computes it
+    (None: the run itself - training, sampling, FID/KID and their real-data floor)."""
+
+    pattern: str
+    definition: str
+    group: str | None = None
+
+    @cached_property
+    def regex(self) -> re.Pattern:
+        pattern = re.escape(self.pattern)
+        pattern = re.sub(r"\\{([^}]*)\\}", lambda m: "(?:" + m.group(1).replace(",", "|") + ")", pattern)
+        return re.compile(re.sub(r"<(\w+)>", _placeholder, pattern))
+
+    def describe(self, key: str) -> str | None:
+        """The definition of ``key`` with its extractor and count filled in; None when ``key`` is not in this family."""
+        match = self.regex.fullmatch(key)
+        if match is None:
+            return None
+        groups = match.groupdict()
+        return re.sub(r"\{(\w+)\}", lambda m: groups.get(m.group(1), m.group(0)), self.definition)
+
+
+_KID = ("KID, unbiased MMD² with kernel (x·y/d + 1)³, mean and std over ``kid_subsets`` subsets "
+        "(Bińkowski et al. 2018).")
+_PRECISION_RECALL = ("improved precision/recall (Kynkäänniemi et al. 2019): fraction of generated features "
+                     "inside the real k-NN manifold (k = ``precision_recall_k``) and of real features inside the "
+                     "generated one.")
+_SLOPE = ("β of P(f) ∝ |f|^−β, weighted least squares of log10 P on log10 |f| over every coefficient with |f| in "
+          "``slope_band`` (cycles/pixel).")
+_BAND_JS = "JS divergence (bits) of the log10 |X| and arg X histograms."
+_GLCM = ("Haralick GLCM properties (symmetric, normalised; mean over ``glcm_distances`` × ``glcm_angles`` and over "
+         "image channels).")
+_LPIPS = ("mean LPIPS (Zhang et al. 2018) between ``lpips_pairs`` random pairs of distinct generated (real) images, "
+          "and their ratio.")
+_SEVERITY = "overall discrepancy in [0, 1] and its components."
+
+# The first row whose pattern matches a key defines it (floor and std rows come before the rows they refine).
+METRIC_NAMES: tuple[MetricName, ...] = (
+    # FID/KID of the generated images and the real-data floor (metrics.quality)
+    MetricName("fid_floor_<extractor>@<n>",
+               "FID between {n} training and {n} held-out real images: a perfect model's score"),
+    MetricName("kid_std_floor_<extractor>@<n>", "std of the floor KID over random subsets"),
+    MetricName("kid_floor_<extractor>@<n>",
+               "KID between {n} training and {n} held-out real images ({extractor} features)"),
+    MetricName("fid_<extractor>@<n>",
+               "Fréchet distance (Heusel et al. 2017) of {extractor} features, {n} generated vs held-out images"),
+    MetricName("kid_std_<extractor>@<n>", "std of KID over random subsets"),
+    MetricName("kid_<extractor>@<n>",
+               "kernel inception distance (Bińkowski et al. 2018) of {extractor} features, {n} generated"),
+    MetricName("<extractor>_accuracy", "held-out accuracy of the {extractor} feature network"),
+    # the run
+    MetricName("objective", "the value returned to the caller (optimized_metric)"),
+    MetricName("global_step", "optimizer steps trained"),
+    MetricName("train_seconds", "wall-clock seconds of Trainer.fit"),
+    MetricName("train_images_per_second", "training images per second"),
+    MetricName("train_loss", "training loss at the last logged step"),
+    MetricName("val_loss", "held-out loss of the EMA model (uniform t, fixed seeds)"),
+    MetricName("num_parameters", "trainable parameters of the backbone"),
+    MetricName("sample_seconds", "wall-clock seconds to generate all samples"),
+    MetricName("sample_seconds_per_image_per_nfe", "sampling seconds per image per network evaluation"),
+    MetricName("sample_seconds_per_image", "sampling seconds per image"),
+    MetricName("sampler_nfe", "network evaluations per sampling trajectory (NFE)"),
+    MetricName("peak_memory_mb",
+               "peak memory (MiB): CUDA memory allocated while sampling, on CPU the process's peak RSS"),
+    MetricName("num_samples", "generated images evaluated"),
+    # the metric battery (metrics.battery), by group
+    MetricName("precision_<extractor>@<n>", _PRECISION_RECALL, "features"),
+    MetricName("recall_<extractor>@<n>", _PRECISION_RECALL, "features"),
+    MetricName("spectral_mse", "mean over radial frequency bins f > 0 of (log10 P_gen(f) − log10 P_real(f))², P the "
+               "radially averaged power spectrum |rfft2(x, ortho)|² (decades²).", "spectral"),
+    MetricName("spectral_slope_{real,fake}", _SLOPE, "spectral"),
+    MetricName("spectral_slope_diff", "|β_gen − β_real|.", "spectral"),
+    MetricName("hf_energy_ratio", "mean energy at |f| ≥ ``hf_cutoff`` per image, generated / real.", "spectral"),
+    MetricName("wavelet_{lh,hl,hh}_ratio_l<level>", "mean detail energy per image, generated / real; lh = pywt cH "
+               "(high-pass along the height), hl = cV (along the width), hh = cD (both).", "wavelet"),
+    MetricName("wavelet_energy_ratio_l<level>", "the same for the three orientations together.", "wavelet"),
+    MetricName("band_magnitude_ratio_b<band>", "mean |X| in the ring, generated / real.", "bands"),
+    MetricName("band_{magnitude,phase}_js_b<band>", _BAND_JS, "bands"),
+    MetricName("band_phase_coherence_diff_b<band>", "difference of the ring mean of ρ̂², the unbiased squared mean "
+               "resultant length of the phase at one frequency across images (0: random phases).", "bands"),
+    MetricName("glcm_{contrast,dissimilarity}_{real,fake,ratio}", _GLCM, "texture"),
+    MetricName("glcm_correlation_{real,fake,diff}", _GLCM, "texture"),
+    MetricName("gradient_magnitude_{real,fake,ratio}", "mean √(∂x² + ∂y²) per pixel (central differences).",
+               "texture"),
+    MetricName("js_divergence", "Jensen–Shannon divergence (bits, in [0, 1]) of the pixel-intensity histograms.",
+               "statistics"),
+    MetricName("wasserstein", "1-Wasserstein distance of the pixel-intensity distributions (pixel units, ≤ 2).",
+               "statistics"),
+    MetricName("fdr_fraction", "fraction of pixels (per channel) whose mean differs between real and generated "
+               "images by a Welch t-test, under Benjamini–Hochberg FDR control at ``fdr_alpha`` (a difference of "
+               "spread alone is seen by js_divergence / texture, not here).", "fdr"),
+    MetricName("classifier_auc", "held-out ROC AUC of a small CNN trained (``classifier_epochs``) to tell generated "
+               "from real images; 0.5 = indistinguishable, 1 = perfectly separable.", "classifier_auc"),
+    MetricName("lpips_diversity", _LPIPS, "lpips"),
+    MetricName("lpips_diversity_{real,ratio}", _LPIPS, "lpips"),
+    MetricName("severity", _SEVERITY, "severity"),
+    MetricName("severity_<component>", _SEVERITY, "severity"),
+)
+# The battery always adds its severity to the groups it runs.
+ALWAYS_WITH_BATTERY = ("severity",)
+
+
+def metric_name(key: str) -> MetricName | None:
+    """The table row that defines ``key`` (None: an unknown key)."""
+    return next((row for row in METRIC_NAMES if row.regex.fullmatch(key)), None)
+
+
+def describe(key: str) -> str:
+    """The one-line definition of a metric key for report.md ("" when none is known)."""
+    row = metric_name(key)
+    return row.describe(key) if row is not None else ""
+
+
+def metric_shorthands(extractor_name: str, num_samples: int, *, val_loss: bool = False) -> dict[str, str]:
+    """What ``optimized_metric=fid|kid`` (and with a training run ``val_loss``) means for this many generated images."""
+    from spectral_diffusion.metrics.quality import metric_key
+
+    names = {metric: metric_key(metric, extractor_name, num_samples) for metric in ("fid", "kid")}
+    return {**names, "val_loss": "val_loss"} if val_loss else names
+
+
+def resolve_optimized_metric(name: str | None, shorthands: Mapping[str, str],
+                             battery_groups: Sequence[str] = ()) -> str | None:
+    """The metrics.json key ``optimized_metric=name`` selects: a shorthand, the key a shorthand stands for, or
+    a key of the table computed by one of the ``battery_groups`` that run; ConfigError otherwise."""
+    if name is None:
+        return None
+    if name in shorthands:
+        return shorthands[name]
+    row = metric_name(name)
+    groups = (*battery_groups, *ALWAYS_WITH_BATTERY) if battery_groups else ()
+    if name in shorthands.values() or (row is not None and row.group in groups):
+        return name
+    allowed = list(shorthands) + [shorthands["fid"], shorthands["kid"]]
+    battery = (f" or a key of the metric battery groups {list(battery_groups)} (spectral_diffusion.evaluation.names)"
+               if battery_groups else "")
+    raise ConfigError(f"optimized_metric={name!r} is not a metric this run computes; choose one of {allowed}{battery}")
