@@ -69,6 +69,13 @@ class TrainedFeatureExtractor(FrozenFeatureExtractor):
         self.loaded_from_cache = False
         self.cache_path: Path | None = None
 
+    def record_build(self, path: Path, training_seconds: float | None, quality: str) -> None:
+        """Keep where the weights live and how long training took, and log it with ``quality`` (held-out)."""
+        self.cache_path, self.training_seconds = path, training_seconds
+        self.loaded_from_cache = training_seconds is None
+        how = "loaded" if self.loaded_from_cache else f"trained in {training_seconds:.1f}s"
+        log.info("%s features %s from %s (%s)", self.name, how, path, quality)
+
     def _check_input(self, images: Tensor) -> None:
         if not images.is_floating_point():
             raise ValueError(f"expected float images in [-1, 1], got dtype {images.dtype}")
@@ -194,13 +201,18 @@ def cache_file(
     return cache_dir / f"{kind}-{safe_name}-{channels}x{height}x{width}-{details}-{digest}.pt"
 
 
-def load_or_train(network: nn.Module, path: Path, train: Callable[[], None], metadata: dict) -> float | None:
-    """Load ``network``'s weights from ``path``, or run ``train()`` (once, under a file lock) and cache them.
+def load_or_train(
+    network: nn.Module, path: Path, train: Callable[[], None], *, config, dataset_name: str, train_images: Tensor
+) -> float | None:
+    """Load ``network``'s weights from ``path``, or run ``train()`` (once, under a file lock) and cache them
+    with ``config.hyperparameters()`` and a description of the data.
 
     Returns the training seconds, or None when the weights came from the cache. Concurrent runs (a
     sweep's jobs) wait for the one that trains; the file is written beside the target and renamed, so
     a reader never sees half a file.
     """
+    metadata = {"hyperparameters": config.hyperparameters(), "dataset_name": dataset_name,
+                "image_shape": list(train_images.shape[1:]), "num_train": len(train_images)}
     training_seconds = None
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -331,23 +343,14 @@ class ClassifierFeatures:
                              lr=self.lr, seed=self.seed)
             classifier.calibrate_feature_scale(images)
 
-        metadata = {"hyperparameters": self.hyperparameters(), "dataset_name": dataset_name,
-                    "image_shape": list(image_shape), "num_train": len(train_images)}
-        training_seconds = load_or_train(classifier, path, train, metadata)
-
+        training_seconds = load_or_train(classifier, path, train, config=self, dataset_name=dataset_name,
+                                         train_images=train_images)
         extractor = ClassifierFeatureExtractor(classifier.to(device), image_shape)
-        extractor.cache_path = path
-        extractor.training_seconds = training_seconds
-        extractor.loaded_from_cache = training_seconds is None
         if val_images is not None and val_labels is not None:
             predictions = extractor.predict(val_images.float())
             extractor.accuracy = (predictions == torch.as_tensor(val_labels).long().cpu()).float().mean().item()
-        log.info(
-            "classifier features %s from %s (held-out accuracy %s)",
-            "loaded" if extractor.loaded_from_cache else f"trained in {training_seconds:.1f}s",
-            path,
-            "n/a" if extractor.accuracy is None else f"{extractor.accuracy:.4f}",
-        )
+        accuracy = "n/a" if extractor.accuracy is None else f"{extractor.accuracy:.4f}"
+        extractor.record_build(path, training_seconds, f"held-out accuracy {accuracy}")
         return extractor
 
 
@@ -583,23 +586,14 @@ class AutoencoderFeatures:
                               gradient_weight=self.gradient_weight, seed=self.seed)
             autoencoder.calibrate_features(images)
 
-        metadata = {"hyperparameters": self.hyperparameters(), "dataset_name": dataset_name,
-                    "image_shape": list(image_shape), "num_train": len(train_images)}
-        training_seconds = load_or_train(autoencoder, path, train, metadata)
-
+        training_seconds = load_or_train(autoencoder, path, train, config=self, dataset_name=dataset_name,
+                                         train_images=train_images)
         extractor = AutoencoderFeatureExtractor(autoencoder.to(device), image_shape)
-        extractor.cache_path = path
-        extractor.training_seconds = training_seconds
-        extractor.loaded_from_cache = training_seconds is None
         if val_images is not None:
             held_out = val_images.float()
             extractor.reconstruction_error = F.mse_loss(extractor.reconstruct(held_out), held_out).item()
-        log.info(
-            "autoencoder features %s from %s (held-out reconstruction MSE %s)",
-            "loaded" if extractor.loaded_from_cache else f"trained in {training_seconds:.1f}s",
-            path,
-            "n/a" if extractor.reconstruction_error is None else f"{extractor.reconstruction_error:.4f}",
-        )
+        error = "n/a" if extractor.reconstruction_error is None else f"{extractor.reconstruction_error:.4f}"
+        extractor.record_build(path, training_seconds, f"held-out reconstruction MSE {error}")
         return extractor
 
 
