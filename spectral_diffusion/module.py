@@ -15,7 +15,7 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
-from spectral_diffusion.diffusion.predictions import Prediction, check_prediction
+from spectral_diffusion.diffusion.predictions import Prediction
 from spectral_diffusion.ema import EMA
 from spectral_diffusion.losses import DiffusionLoss, LossContext
 from spectral_diffusion.utils.random import sample_generators
@@ -54,8 +54,9 @@ class DiffusionModule(LightningModule):
         if not isinstance(loss, DiffusionLoss):
             raise ConfigError(f"loss={loss!r} is not a DiffusionLoss; choose a loss config (conf/loss) whose "
                               "_target_ is one of spectral_diffusion.losses")
-        # the process refuses, naming `prediction`, a type it cannot convert (eps on the flow path)
-        self.prediction = process.check_prediction(check_prediction(prediction))
+        # the process refuses, naming `prediction`, anything but a prediction object and a type it cannot
+        # convert (eps on the flow path)
+        self.prediction = process.check_prediction(prediction)
         self.self_conditioning = float(check_range("self_conditioning", float(self_conditioning), 0.0, 1.0))
         self.model = model
         self.ema = EMA(model, ema_decay)

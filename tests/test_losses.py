@@ -256,7 +256,8 @@ def test_min_snr_weight_is_the_same_effective_weighting_for_every_prediction():
         target = prediction.target(x0, eps, t, process)
         torch.testing.assert_close(loss(output, target, context).double(), expected, rtol=1e-4, atol=1e-6)
     # the paper's closed forms for VP: ε: min(SNR, γ)/SNR, v: min(SNR, γ)/(SNR + 1)
-    torch.testing.assert_close(min_snr_weight(EpsPrediction(), t, x0, process, gamma), torch.clamp(snr, max=gamma) / snr)
+    torch.testing.assert_close(min_snr_weight(EpsPrediction(), t, x0, process, gamma),
+                               torch.clamp(snr, max=gamma) / snr)
     torch.testing.assert_close(min_snr_weight(VPrediction(), t, x0, process, gamma),
                                torch.clamp(snr, max=gamma) / (snr + 1))
     assert (snr > gamma).any() and (snr < gamma).any()

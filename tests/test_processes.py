@@ -463,7 +463,8 @@ def test_flow_config_sets_the_velocity_target(tmp_path, cache_dir):
     ],
 )
 def test_which_prediction_a_composition_selects(overrides, expected, tmp_path, cache_dir):
-    assert compose_train(overrides, tmp_path, cache_dir).prediction._target_ == f"spectral_diffusion.diffusion.{expected}"
+    cfg = compose_train(overrides, tmp_path, cache_dir)
+    assert cfg.prediction._target_ == f"spectral_diffusion.diffusion.{expected}"
 
 
 def test_unknown_prediction_is_refused_with_the_choices(tmp_path, cache_dir):
@@ -476,7 +477,8 @@ def test_unknown_prediction_is_refused_with_the_choices(tmp_path, cache_dir):
 def test_datamodule_power_spectrum_is_cached(tmp_path, cache_dir):
     datamodule = build(compose_train(["debug=default"], tmp_path, cache_dir)).datamodule
     first = datamodule.power_spectrum()
-    assert datamodule.power_spectrum() is first and datamodule.radial_power_spectrum() is datamodule.radial_power_spectrum()
+    assert datamodule.power_spectrum() is first
+    assert datamodule.radial_power_spectrum() is datamodule.radial_power_spectrum()
     torch.testing.assert_close(first, data_power_spectrum(datamodule.train_images), rtol=0, atol=0)
 
 

@@ -45,6 +45,12 @@ def _root_mean_square(value: Tensor, coefficients: Tensor) -> Tensor:
     return torch.broadcast_to(value, coefficients.shape).flatten(1).double().square().mean(1).sqrt()
 
 
+def _in_basis(x_t: Tensor, t: Tensor, output: Tensor, process) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """x_t and the network output in the process basis, with (A_t, S_t) there: what every conversion reads."""
+    c_t = process.to_basis(x_t)
+    return (c_t, process.to_basis(output), *process.coefficients(t, c_t))
+
+
 class Prediction(ABC):
     """What the network predicts. ``target`` and ``x0_eps`` work in the process basis, element-wise."""
 
@@ -82,8 +88,7 @@ class EpsPrediction(Prediction):
         return eps
 
     def x0_eps(self, x_t: Tensor, t: Tensor, output: Tensor, process) -> tuple[Tensor, Tensor]:
-        c_t, c_out = process.to_basis(x_t), process.to_basis(output)
-        a, s = process.coefficients(t, c_t)
+        c_t, c_out, a, s = _in_basis(x_t, t, output, process)
         return process.from_basis((c_t - s * c_out) / a), process.from_basis(c_out)
 
     def x0_error_scale(self, t: Tensor, x0: Tensor, process) -> Tensor:
@@ -101,8 +106,7 @@ class X0Prediction(Prediction):
         return x0
 
     def x0_eps(self, x_t: Tensor, t: Tensor, output: Tensor, process) -> tuple[Tensor, Tensor]:
-        c_t, c_out = process.to_basis(x_t), process.to_basis(output)
-        a, s = process.coefficients(t, c_t)
+        c_t, c_out, a, s = _in_basis(x_t, t, output, process)
         return process.from_basis(c_out), process.from_basis((c_t - a * c_out) / s)
 
     def x0_error_scale(self, t: Tensor, x0: Tensor, process) -> Tensor:
@@ -122,8 +126,7 @@ class VPrediction(Prediction):
     def x0_eps(self, x_t: Tensor, t: Tensor, output: Tensor, process) -> tuple[Tensor, Tensor]:
         """From x_t = a x0 + s ε and v = a ε − s x0: x0 = (a x_t − s v)/(a² + s²) and ε = (s x_t + a v)/(a² + s²),
         which for a² + s² = 1 are Salimans & Ho's eq. (8)–(9)."""
-        c_t, c_out = process.to_basis(x_t), process.to_basis(output)
-        a, s = process.coefficients(t, c_t)
+        c_t, c_out, a, s = _in_basis(x_t, t, output, process)
         norm = a * a + s * s
         return process.from_basis((a * c_t - s * c_out) / norm), process.from_basis((s * c_t + a * c_out) / norm)
 
@@ -146,8 +149,7 @@ class FlowPrediction(Prediction):
     def x0_eps(self, x_t: Tensor, t: Tensor, output: Tensor, process) -> tuple[Tensor, Tensor]:
         """From x_t and u, the 2×2 system [a s; a' s'] gives x0 = (s' x_t − s u)/d and ε = (a u − a' x_t)/d
         with d = a s' − s a' (= 1 on the flow path)."""
-        c_t, c_out = process.to_basis(x_t), process.to_basis(output)
-        a, s = process.coefficients(t, c_t)
+        c_t, c_out, a, s = _in_basis(x_t, t, output, process)
         d_a, d_s = process.coefficient_derivatives(t, c_t)
         determinant = a * d_s - s * d_a
         return (process.from_basis((d_s * c_t - s * c_out) / determinant),
