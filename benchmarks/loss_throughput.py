@@ -24,7 +24,7 @@ VARIANTS = {
     "mse + phase": ["loss=phase"],
     "lp + ffl, Kendall": ["loss=lp_ffl_kendall"],
     "mse, min-SNR-5": ["loss=mse", "loss.min_snr_gamma=5"],
-    "mse, self-cond 0.5": ["loss=mse", "loss.self_conditioning=0.5"],
+    "mse, self-cond 0.5": ["loss=mse", "self_conditioning=0.5"],
 }
 
 

@@ -1,7 +1,8 @@
 """The LightningModule: trains any backbone under any forward process and samples from its EMA.
 
 It owns the training/validation step (one ``_common_step``), the EMA of the weights, the NaN
-guard, self-conditioning and ``generate``; the maths lives in the process, the sampler and the loss.
+guard, the prediction type, self-conditioning and ``generate``; the maths lives in the process, the
+prediction object, the sampler and the loss.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from spectral_diffusion.diffusion.predictions import Prediction
 from spectral_diffusion.ema import EMA
 from spectral_diffusion.losses import DiffusionLoss, LossContext
 from spectral_diffusion.utils.random import sample_generators
+from spectral_diffusion.utils.validation import ConfigError, check_range
 
 
 # The EMA copy is in eval mode on purpose; Lightning warns about any such module at fit start.
@@ -28,26 +31,39 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class DiffusionModule(LightningModule):
+    """Trains ``model`` to output ``prediction`` (an ``EpsPrediction``, ``X0Prediction``, ``VPrediction`` or
+    ``FlowPrediction``) under ``process`` with ``loss``; ``self_conditioning`` is the probability of a
+    self-conditioned training step (Chen et al. 2022), and > 0 means the model sees twice the image channels."""
+
     def __init__(
         self,
         model: nn.Module,
         process,
-        loss,
+        loss: DiffusionLoss,
         optimizer,
         sampler,
         image_shape: tuple[int, int, int],
         scheduler=None,
         ema_decay: float = 0.999,
         config: dict | None = None,
+        *,
+        prediction: Prediction,
+        self_conditioning: float = 0.0,
     ) -> None:
         super().__init__()
+        if not isinstance(loss, DiffusionLoss):
+            raise ConfigError(f"loss={loss!r} is not a DiffusionLoss; choose a loss config (conf/loss) whose "
+                              "_target_ is one of spectral_diffusion.losses")
+        # the process refuses, naming `prediction`, anything but a prediction object and a type it cannot
+        # convert (eps on the flow path)
+        self.prediction = process.check_prediction(prediction)
+        self.self_conditioning = float(check_range("self_conditioning", float(self_conditioning), 0.0, 1.0))
         self.model = model
         self.ema = EMA(model, ema_decay)
         self.process = process
         self.loss_fn = loss
         # Learned loss weights (Kendall log-variances) are trained, moved and checkpointed with the module.
-        self.loss_weights = loss.learned_weights if isinstance(loss, DiffusionLoss) else None
-        self.self_conditioning = float(getattr(loss, "self_conditioning", 0.0))
+        self.loss_weights = loss.learned_weights
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.sampler = sampler
@@ -68,10 +84,10 @@ class DiffusionModule(LightningModule):
         return network(x_t, self.process.network_time(t))
 
     def denoise(self, x_t: Tensor, t: Tensor, use_ema: bool = True, x0_condition: Tensor | None = None) -> Tensor:
-        """x̂0 at (x_t, t): the network output converted from its prediction type by the process."""
+        """x̂0 at (x_t, t): the network output converted by its prediction type through the process."""
         self.network_evaluations += 1
         output = self(x_t, t, use_ema=use_ema, x0_condition=x0_condition).float()
-        return self.process.x0_eps(x_t, t, output, self.loss_fn.prediction)[0]
+        return self.prediction.x0_eps(x_t, t, output, self.process)[0]
 
     def self_conditioned_denoiser(self, use_ema: bool = True):
         """``denoise_fn(x_t, t)`` for one sampling trajectory that feeds each call the previous call's x̂0
@@ -90,7 +106,7 @@ class DiffusionModule(LightningModule):
 
     def _self_condition(self, x_t: Tensor, t: Tensor, use_ema: bool, generator: torch.Generator | None) -> Tensor | None:
         """The x0 estimate of a first, gradient-free pass, or None. Training draws it with probability
-        ``loss.self_conditioning`` per batch (Chen et al. 2022, Alg. 1); evaluation always uses it, as
+        ``self_conditioning`` per batch (Chen et al. 2022, Alg. 1); evaluation always uses it, as
         sampling does after its first step."""
         if self.self_conditioning == 0:
             return None
@@ -99,7 +115,7 @@ class DiffusionModule(LightningModule):
         with torch.no_grad():
             first = self(x_t, t, use_ema=use_ema).float()
             # Clamped to the data range: an x0 from ε at high noise divides by a tiny α.
-            return self.process.x0_eps(x_t, t, first, self.loss_fn.prediction)[0].clamp(-1.0, 1.0)
+            return self.prediction.x0_eps(x_t, t, first, self.process)[0].clamp(-1.0, 1.0)
 
     # --- steps ----------------------------------------------------------------------------------
     def _common_step(self, x0: Tensor, generator: torch.Generator | None = None, use_ema: bool = False, *,
@@ -113,14 +129,10 @@ class DiffusionModule(LightningModule):
         x_t = self.process.q_sample(x0, t, eps)
         x0_condition = self._self_condition(x_t, t, use_ema, generator)
         output = self(x_t, t, use_ema=use_ema, x0_condition=x0_condition)
-        target = self.process.target(x0, eps, t, self.loss_fn.prediction)
-        if isinstance(self.loss_fn, DiffusionLoss):
-            losses = self.loss_fn(output, target, LossContext(x0=x0, x_t=x_t, t=t, process=self.process))
-        else:
-            losses = self.loss_fn(output, target)  # any plain callable loss(output, target)
-        if reduce:
-            return losses.mean()
-        return losses.reshape(batch, -1).mean(1) if losses.ndim else losses.expand(batch)
+        target = self.prediction.target(x0, eps, t, self.process)
+        context = LossContext(x0=x0, x_t=x_t, t=t, process=self.process, prediction=self.prediction)
+        losses = self.loss_fn(output, target, context)  # per sample (B,)
+        return losses.mean() if reduce else losses
 
     def per_sample_loss(self, x0: Tensor, *, t: Tensor, eps: Tensor, use_ema: bool = True) -> Tensor:
         """The training objective per sample (B,) at given times ``t`` and noise ``eps``: what evaluation
@@ -136,7 +148,7 @@ class DiffusionModule(LightningModule):
                 "last good weights. Lower optimizer.lr or enable trainer.gradient_clip_val."
             )
         self.log("train/loss", loss, prog_bar=True)
-        if isinstance(self.loss_fn, DiffusionLoss) and len(self.loss_fn.last_values) > 1:
+        if len(self.loss_fn.last_values) > 1:
             # per-term values and, with Kendall weighting, the learned log-variances and weights
             self.log_dict({f"train/loss_{name}": value for name, value in self.loss_fn.last_values.items()})
         return loss

@@ -40,7 +40,7 @@ from spectral_diffusion.module import DiffusionModule
 from spectral_diffusion.utils.images import save_grid, save_samples_npz
 from spectral_diffusion.utils.progress import progress_bar
 from spectral_diffusion.utils.summary import append_row, git_commit
-from spectral_diffusion.utils.validation import ConfigError, check_choice
+from spectral_diffusion.utils.validation import ConfigError, check_choice, check_range
 
 log = logging.getLogger(__name__)
 
@@ -66,25 +66,26 @@ class Components:
 
 
 def build(cfg: DictConfig | dict) -> Components:
-    """Instantiate data, process, backbone, loss, optimizer and sampler, validating them all."""
+    """Instantiate data, process, prediction, backbone, loss, optimizer and sampler, validating them all."""
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     datamodule = instantiate_checked(cfg.data)
     datamodule.setup()
+    # Both read what they need from the datamodule, whose S_data is estimated once and cached: the basis's
+    # image size check and, for equalized noise, w(f); the loss terms' image size checks and S_data weights.
     process = instantiate_checked(cfg.noise)
-    # the image size check of the basis and, for equalized noise, w(f) from the datamodule's cached S_data
     process.prepare(datamodule)
     loss = instantiate_checked(cfg.loss)
-    process.check_prediction(loss.prediction)
-    if hasattr(loss, "prepare"):
-        # checks against the image size and the data spectrum S_data, estimated once from the training split
-        loss.prepare(datamodule.train_images)
-    model = instantiate_checked(cfg.model, **_self_conditioning_channels(cfg, loss, datamodule.image_shape))
+    loss.prepare(datamodule)
+    # validated here (and again by DiffusionModule) because it sizes the model and restricts the sampler
+    self_conditioning = float(check_range("self_conditioning", cfg.get("self_conditioning", 0.0), 0.0, 1.0))
+    model = instantiate_checked(cfg.model, **_self_conditioning_channels(cfg, self_conditioning,
+                                                                        datamodule.image_shape))
     sampler = instantiate_checked(cfg.sampler)
     validate_sampler(sampler, process)
-    if getattr(sampler, "func", sampler) is deq and float(getattr(loss, "self_conditioning", 0.0)) > 0:
-        raise ConfigError("sampler=deq solves every step at once, so it cannot feed each step the previous x̂0: "
-                          "set loss.self_conditioning=0 or choose another sampler (ddim, ddpm, dpm_solver_pp, "
-                          "euler, heun)")
+    if getattr(sampler, "func", sampler) is deq and self_conditioning > 0:
+        raise ConfigError(f"sampler=deq solves every step at once, so it cannot feed each step the previous x̂0: "
+                          f"set self_conditioning=0 (is {self_conditioning}) or choose another sampler (ddim, ddpm, "
+                          "dpm_solver_pp, euler, heun)")
     module = DiffusionModule(
         model=model,
         process=process,
@@ -95,13 +96,15 @@ def build(cfg: DictConfig | dict) -> Components:
         image_shape=datamodule.image_shape,
         ema_decay=cfg.ema.decay,
         config=OmegaConf.to_container(cfg, resolve=True),
+        prediction=instantiate_checked(cfg.prediction) if cfg.get("prediction") else None,
+        self_conditioning=self_conditioning,
     )
     return Components(datamodule, module)
 
 
-def _self_conditioning_channels(cfg: DictConfig, loss, image_shape) -> dict[str, int]:
+def _self_conditioning_channels(cfg: DictConfig, self_conditioning: float, image_shape) -> dict[str, int]:
     """With self-conditioning the backbone sees [x_t, x̂0]: twice the image channels in, the image's out."""
-    if float(getattr(loss, "self_conditioning", 0.0)) == 0:
+    if self_conditioning == 0:
         return {}
     channels = int(image_shape[0])
     return {"in_channels": 2 * channels, "out_channels": cfg.model.get("out_channels") or channels}

@@ -125,7 +125,7 @@ def test_debug_shrinks_every_model(tmp_path, cache_dir):
         (["data.source.image_size=9"], "model.image_size"),
         (["sampler.steps=0"], "sampler.steps"),
         (["sampler.eta=-0.5"], "sampler.eta"),
-        (["loss.prediction=score"], "loss.prediction"),
+        (["~prediction"], "prediction"),
         (["data=image_folder", "data.source.root=/nonexistent/folder"], "data.source.root"),
         (["data=cifar10"], "data.source.root"),
         (["optimized_metric=psnr"], "optimized_metric"),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from spectral_diffusion.diffusion.predictions import EpsPrediction, VPrediction, X0Prediction
 from spectral_diffusion.diffusion.process import GaussianProcess
 from spectral_diffusion.diffusion.samplers import ddim, ddpm, validate_sampler
 from spectral_diffusion.diffusion.schedules import CosineSchedule, LinearSchedule
@@ -98,7 +99,7 @@ def test_forward_marginals_match_alpha_and_sigma(name):
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
-@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("prediction", [EpsPrediction(), X0Prediction(), VPrediction()], ids=repr)
 def test_prediction_round_trips(name, prediction):
     process = GaussianProcess(SCHEDULES[name]())
     gen = torch.Generator().manual_seed(1)
@@ -106,8 +107,8 @@ def test_prediction_round_trips(name, prediction):
     eps = torch.randn(64, 1, 4, 4, generator=gen, dtype=torch.float64)
     t = torch.linspace(0.02, 0.98, 64, dtype=torch.float64)
     x_t = process.q_sample(x0, t, eps)
-    target = process.target(x0, eps, t, prediction)
-    x0_hat, eps_hat = process.x0_eps(x_t, t, target, prediction)
+    target = prediction.target(x0, eps, t, process)
+    x0_hat, eps_hat = prediction.x0_eps(x_t, t, target, process)
     torch.testing.assert_close(x0_hat, x0, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(eps_hat, eps, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(process.eps_from_x0(x_t, t, x0), eps, rtol=1e-6, atol=1e-6)
@@ -118,13 +119,27 @@ def test_v_target_is_salimans_ho():
     x0, eps, t = torch.randn(8, 1, 2, 2), torch.randn(8, 1, 2, 2), torch.full((8,), 0.4)
     alpha_bar = process.schedule.alpha_bar(torch.tensor(0.4)).float()
     expected = alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
-    torch.testing.assert_close(process.target(x0, eps, t, "v"), expected)
+    torch.testing.assert_close(VPrediction().target(x0, eps, t, process), expected)
 
 
 def test_unknown_prediction_names_the_key():
     process = GaussianProcess(LinearSchedule())
-    with pytest.raises(ConfigError, match="loss.prediction"):
-        process.x0_eps(torch.zeros(1, 1, 2, 2), torch.ones(1), torch.zeros(1, 1, 2, 2), "score")
+    with pytest.raises(ConfigError, match="prediction='score'.*eps, x0, v, flow"):
+        process.check_prediction("score")
+
+
+def test_every_prediction_option_instantiates_its_type(tmp_path, cache_dir):
+    from hydra.utils import instantiate
+
+    from spectral_diffusion.diffusion.predictions import Prediction
+
+    from .conftest import compose_train
+    from .test_configs import options
+
+    assert options("prediction") == ["eps", "flow", "v", "x0"]
+    for option in options("prediction"):
+        prediction = instantiate(compose_train([f"prediction={option}"], tmp_path, cache_dir).prediction)
+        assert isinstance(prediction, Prediction) and prediction.name == option
 
 
 def test_prior_is_standard_normal_for_vp():
@@ -228,7 +243,7 @@ def test_ddim_matches_the_paper_update():
     def denoise(x_t, t):
         i = torch.round(t.double() * T)[:, None, None, None]
         eps = 0.3 * torch.tanh(x_t) + 0.001 * i
-        return process.x0_eps(x_t, t, eps, "eps")[0]
+        return EpsPrediction().x0_eps(x_t, t, eps, process)[0]
 
     got = ddim(denoise, process, torch.from_numpy(x_T), steps)
     np.testing.assert_allclose(got.numpy(), x, rtol=1e-9, atol=1e-9)

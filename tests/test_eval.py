@@ -227,7 +227,7 @@ def test_timestep_grid_snaps_to_the_discrete_schedule(cfg_debug):
 @pytest.mark.parametrize("prediction", ["eps", "x0"])
 def test_validation_loss_of_a_zero_network(tmp_path, cache_dir, prediction):
     """A network that outputs 0 has MSE = mean ε² (eps) or mean x0² (x0) at every t: known values."""
-    cfg = compose_train(["debug=default", f"loss.prediction={prediction}"], tmp_path, cache_dir)
+    cfg = compose_train(["debug=default", f"prediction={prediction}"], tmp_path, cache_dir)
     components = build(cfg)
     module, images = components.module, components.datamodule.val_images[:20]
     for parameter in module.ema.module.parameters():

@@ -9,7 +9,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from spectral_diffusion.diffusion import GaussianProcess
+from spectral_diffusion.diffusion import (
+    EpsPrediction,
+    FlowPrediction,
+    FlowProcess,
+    GaussianProcess,
+    VPrediction,
+    X0Prediction,
+)
+from spectral_diffusion.diffusion.predictions import per_sample_alpha_sigma, per_sample_flow_determinant
 from spectral_diffusion.diffusion.schedules import CosineSchedule
 from spectral_diffusion.losses import (
     DiffusionLoss,
@@ -23,7 +31,6 @@ from spectral_diffusion.losses import (
     PhaseError,
     SquaredError,
     min_snr_weight,
-    x0_error_scale,
 )
 from spectral_diffusion.pipeline import build, train
 from spectral_diffusion.spectral import (
@@ -36,6 +43,7 @@ from spectral_diffusion.utils.validation import ConfigError
 
 from .conftest import compose_train
 from .test_configs import options
+from .test_processes import TrainingImages
 
 
 def batch(seed=0, shape=(4, 2, 8, 8)):
@@ -129,7 +137,7 @@ def test_frequency_balanced_matches_full_grid_reference():
     images = torch.rand(50, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
     a, b = batch(shape=(4, 1, 8, 8))
     term = FrequencyBalancedError(gamma=0.7)
-    term.prepare(images)
+    term.prepare(TrainingImages(images))
     reference_power, bins = numpy_radial_spectrum(images.double().numpy())
     weights = np.vectorize(reference_power.get)(bins) ** -0.7
     weights /= weights.mean()  # mean 1 over the full FFT grid
@@ -238,42 +246,45 @@ def test_min_snr_weight_is_the_same_effective_weighting_for_every_prediction():
     x0_hat = x0 + 0.3 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(5))
     eps_hat = process.eps_from_x0(x_t, t, x0_hat)
     alpha, sigma = process.coefficients(t, x0)
-    outputs = {"x0": x0_hat, "eps": eps_hat, "v": alpha * eps_hat - sigma * x0_hat}
+    outputs = {X0Prediction(): x0_hat, EpsPrediction(): eps_hat, VPrediction(): alpha * eps_hat - sigma * x0_hat}
     gamma = 5.0
     snr = (alpha.square() / sigma.square()).flatten().double()
     expected = torch.clamp(snr, max=gamma) * (x0_hat - x0).square().flatten(1).mean(1).double()
-    context = LossContext(x0=x0, x_t=x_t, t=t, process=process)
+    loss = MSELoss(min_snr_gamma=gamma)
     for prediction, output in outputs.items():
-        loss = MSELoss(prediction=prediction, min_snr_gamma=gamma)
-        target = process.target(x0, eps, t, prediction)
+        context = LossContext(x0=x0, x_t=x_t, t=t, process=process, prediction=prediction)
+        target = prediction.target(x0, eps, t, process)
         torch.testing.assert_close(loss(output, target, context).double(), expected, rtol=1e-4, atol=1e-6)
     # the paper's closed forms for VP: ε: min(SNR, γ)/SNR, v: min(SNR, γ)/(SNR + 1)
-    a, s = alpha.flatten().double(), sigma.flatten().double()
-    torch.testing.assert_close(min_snr_weight("eps", a, s, gamma), torch.clamp(snr, max=gamma) / snr)
-    torch.testing.assert_close(min_snr_weight("v", a, s, gamma), torch.clamp(snr, max=gamma) / (snr + 1))
+    torch.testing.assert_close(min_snr_weight(EpsPrediction(), t, x0, process, gamma),
+                               torch.clamp(snr, max=gamma) / snr)
+    torch.testing.assert_close(min_snr_weight(VPrediction(), t, x0, process, gamma),
+                               torch.clamp(snr, max=gamma) / (snr + 1))
     assert (snr > gamma).any() and (snr < gamma).any()
 
 
 def test_flow_velocity_error_scale():
-    t = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)[:, None]
-    alpha, sigma = 1 - t, t  # rectified-flow path
-    x0, eps, x0_hat = torch.randn(3, 16, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64)
-    x_t = alpha * x0 + sigma * eps
-    u, u_hat = eps - x0, (x_t - alpha * x0_hat) / sigma - x0_hat
-    ratio = (u_hat - u).square().sum(1) / (x0_hat - x0).square().sum(1)
-    torch.testing.assert_close(ratio, x0_error_scale("flow", alpha, sigma).flatten())
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    alpha, sigma = (1 - t)[:, None], t[:, None]  # rectified-flow path
+    x0, eps, x0_hat = (torch.randn(3, 1, 4, 4, dtype=torch.float64) for _ in range(3))
+    x_t = (alpha * x0.flatten(1) + sigma * eps.flatten(1)).reshape(x0.shape)
+    u, u_hat = eps - x0, (x_t - alpha[..., None, None] * x0_hat) / sigma[..., None, None] - x0_hat
+    ratio = (u_hat - u).square().flatten(1).sum(1) / (x0_hat - x0).square().flatten(1).sum(1)
+    scale = FlowPrediction().x0_error_scale(t, x0, FlowProcess())
+    torch.testing.assert_close(ratio, scale)
+    torch.testing.assert_close(scale, 1 / t.square())  # d = A S' − S A' = 1 on the flow path
 
 
 # --- Kendall weighting ------------------------------------------------------------------------------
 def test_kendall_combined_loss_matches_formula_and_log_variances_learn():
     process, x0, eps, t, x_t = fixed_context()
     loss = DiffusionLoss({"lp": LpError(1.5), "ffl": FocalFrequencyError()}, {"lp": 0.5, "ffl": 0.25},
-                         prediction="x0", weighting="kendall")
+                         weighting="kendall")
     with torch.no_grad():
         loss.kendall.log_variances["lp"].fill_(0.3)
         loss.kendall.log_variances["ffl"].fill_(-0.4)
     output = (x0 + 0.2 * eps).requires_grad_(True)
-    value = loss(output, x0, LossContext(x0=x0, x_t=x_t, t=t, process=process))
+    value = loss(output, x0, LossContext(x0=x0, x_t=x_t, t=t, process=process, prediction=X0Prediction()))
     lp, ffl = LpError(1.5)(output, x0), FocalFrequencyError()(output, x0)
     expected = 0.5 * math.exp(-0.3) * lp + 0.5 * 0.3 + 0.5 * math.exp(0.4) * ffl + 0.5 * -0.4
     torch.testing.assert_close(value, expected)
@@ -316,19 +327,34 @@ class RecordingNet(torch.nn.Module):
         return self.conv(x)
 
 
-def make_module(self_conditioning, prediction="x0"):
+def make_module(self_conditioning, prediction=X0Prediction()):
     from spectral_diffusion.diffusion.samplers import ddim
     from spectral_diffusion.module import DiffusionModule
 
     net = RecordingNet() if self_conditioning else torch.nn.Conv2d(1, 1, 3, padding=1)
-    loss = MSELoss(prediction=prediction, self_conditioning=self_conditioning)
-    return DiffusionModule(net, GaussianProcess(CosineSchedule()), loss, torch.optim.Adam,
-                           lambda *a, **k: ddim(*a, steps=3, **k), (1, 8, 8))
+    return DiffusionModule(net, GaussianProcess(CosineSchedule()), MSELoss(), torch.optim.Adam,
+                           lambda *a, **k: ddim(*a, steps=3, **k), (1, 8, 8), prediction=prediction,
+                           self_conditioning=self_conditioning)
+
+
+def test_module_takes_only_a_diffusion_loss_and_a_prediction_object():
+    from spectral_diffusion.diffusion.samplers import ddim
+    from spectral_diffusion.module import DiffusionModule
+
+    def build_module(loss, prediction):
+        return DiffusionModule(torch.nn.Conv2d(1, 1, 3, padding=1), GaussianProcess(CosineSchedule()), loss,
+                               torch.optim.Adam, ddim, (1, 8, 8), prediction=prediction)
+
+    with pytest.raises(ConfigError, match="loss=.*not a DiffusionLoss"):
+        build_module(lambda output, target: (output - target).square().mean(), VPrediction())
+    with pytest.raises(ConfigError, match="prediction='v'.*eps, x0, v, flow"):
+        build_module(MSELoss(), "v")
+    assert build_module(MSELoss(), EpsPrediction()).prediction == EpsPrediction()
 
 
 def test_self_conditioning_feeds_a_first_estimate_to_the_second_forward():
     torch.manual_seed(0)
-    module = make_module(1.0, prediction="v")
+    module = make_module(1.0, prediction=VPrediction())
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1
     module.train()
     module._common_step(x0, torch.Generator().manual_seed(0))
@@ -336,7 +362,7 @@ def test_self_conditioning_feeds_a_first_estimate_to_the_second_forward():
     assert first.shape[1] == 2 and first[:, 1:].abs().max() == 0           # zeros: no estimate yet
     assert torch.equal(first[:, :1], second[:, :1])                        # same x_t
     x_t, t = first[:, :1], module.process.training_times(4, torch.Generator().manual_seed(0))
-    expected = module.process.x0_eps(x_t, t, module.model.conv(first), "v")[0].clamp(-1, 1)
+    expected = VPrediction().x0_eps(x_t, t, module.model.conv(first), module.process)[0].clamp(-1, 1)
     torch.testing.assert_close(second[:, 1:], expected)
 
 
@@ -358,8 +384,9 @@ def test_self_conditioning_probability_and_sampling_feed():
 
 
 def test_pipeline_doubles_input_channels_for_self_conditioning(tmp_path, cache_dir):
-    cfg = compose_train(["debug=default", "loss.self_conditioning=0.7"], tmp_path, cache_dir)
+    cfg = compose_train(["debug=default", "self_conditioning=0.7"], tmp_path, cache_dir)
     module = build(cfg).module
+    assert module.self_conditioning == 0.7
     assert module.model.in_channels == 2 and module.model.out_channels == 1
     assert module.generate(2, batch_size=2).shape == (2, 1, 8, 8)
 
@@ -367,22 +394,23 @@ def test_pipeline_doubles_input_channels_for_self_conditioning(tmp_path, cache_d
 # --- every option changes the loss ------------------------------------------------------------------
 def test_every_knob_changes_the_loss_on_a_fixed_batch():
     process, x0, eps, t, x_t = fixed_context()
-    context = LossContext(x0=x0, x_t=x_t, t=t, process=process)
+    context = LossContext(x0=x0, x_t=x_t, t=t, process=process, prediction=VPrediction())
     output = x0 + 0.3 * eps[torch.randperm(len(eps), generator=torch.Generator().manual_seed(1))]
-    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    images = TrainingImages(torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1)
 
-    def value(loss):
+    def value(loss, prediction=VPrediction()):
         loss.prepare(images)
-        return loss(output, process.target(x0, eps, t, loss.prediction), LossContext(x0=x0, x_t=x_t, t=t, process=process)).mean().item()
+        fresh = LossContext(x0=x0, x_t=x_t, t=t, process=process, prediction=prediction)
+        return loss(output, prediction.target(x0, eps, t, process), fresh).mean().item()
 
     def combined(**kwargs):
         terms = kwargs.pop("terms", {"mse": SquaredError(), "ffl": FocalFrequencyError()})
         weights = kwargs.pop("weights", {name: 1.0 for name in terms})
-        return DiffusionLoss(terms, weights, **{"prediction": "v", **kwargs})
+        return DiffusionLoss(terms, weights, **kwargs)
 
     base = value(combined())
+    assert value(combined(), X0Prediction()) != pytest.approx(base, rel=1e-4)  # the module's prediction type
     variants = {
-        "prediction": combined(prediction="x0"),
         "min_snr_gamma": combined(min_snr_gamma=1.0),
         "frequency_min_snr": combined(frequency_min_snr=1.0),
         "weights": combined(weights={"mse": 1.0, "ffl": 0.5}),
@@ -396,22 +424,22 @@ def test_every_knob_changes_the_loss_on_a_fixed_batch():
     }
     for name, loss in variants.items():
         assert value(loss) != pytest.approx(base, rel=1e-4), name
-    assert value(LpLoss(p=1.5, prediction="v")) != pytest.approx(value(LpLoss(p=2.5, prediction="v")), rel=1e-4)
-    assert value(FrequencyBalancedLoss(gamma=1.0, prediction="v")) != pytest.approx(
-        value(FrequencyBalancedLoss(gamma=0.5, prediction="v")), rel=1e-4)
-    assert context.x0_estimate(output, "v") is context.x0_estimate(output, "v")
+    assert value(LpLoss(p=1.5)) != pytest.approx(value(LpLoss(p=2.5)), rel=1e-4)
+    assert value(FrequencyBalancedLoss(gamma=1.0)) != pytest.approx(value(FrequencyBalancedLoss(gamma=0.5)), rel=1e-4)
+    assert context.x0_estimate(output) is context.x0_estimate(output)
 
 
 def test_every_loss_config_gives_a_distinct_finite_loss(tmp_path, cache_dir):
     values = {}
     for option in options("loss"):
         for prediction in ("eps", "x0", "v"):
-            cfg = compose_train(["debug=default", f"loss={option}", f"loss.prediction={prediction}"], tmp_path, cache_dir)
-            loss = instantiate(cfg.loss)
+            cfg = compose_train(["debug=default", f"loss={option}", f"prediction={prediction}"], tmp_path, cache_dir)
+            loss, predict = instantiate(cfg.loss), instantiate(cfg.prediction)
             process, x0, eps, t, x_t = fixed_context()
-            loss.prepare(torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1)
-            output = process.target(x0, eps, t, prediction) + 0.2 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(6))
-            value = loss(output, process.target(x0, eps, t, prediction), LossContext(x0, x_t, t, process)).mean()
+            loss.prepare(TrainingImages(torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1))
+            target = predict.target(x0, eps, t, process)
+            output = target + 0.2 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(6))
+            value = loss(output, target, LossContext(x0, x_t, t, process, predict)).mean()
             assert torch.isfinite(value), (option, prediction)
             if prediction == "v":
                 values[option] = round(value.item(), 6)
@@ -433,12 +461,13 @@ def test_pipeline_estimates_the_data_spectrum_once(tmp_path, cache_dir):
         (["loss=lp", "loss.p=-1.5"], "loss.p"),
         (["loss=ffl", "loss.weights.ffl=-1"], "loss.weights.ffl"),
         (["loss=lp_ffl_kendall", "loss.weights.lp=0"], "loss.weights.lp"),
-        (["loss=ffl", "loss.prediction=score"], "loss.prediction"),
+        (["loss=ffl", "~prediction"], "prediction"),
         (["loss=ffl", "loss.terms.ffl.patch_factor=3"], "ffl.patch_factor"),
         (["loss=ffl", "loss.weighting=uncertainty"], "loss.weighting"),
         (["loss=frequency_balanced", "loss.gamma=-1"], "loss.gamma"),
         (["loss.min_snr_gamma=0"], "loss.min_snr_gamma"),
-        (["loss.self_conditioning=1.5"], "loss.self_conditioning"),
+        (["self_conditioning=1.5"], "self_conditioning"),
+        (["self_conditioning=-0.5"], "self_conditioning"),
         (["loss=phase", "loss.frequency_min_snr=-1"], "loss.frequency_min_snr"),
     ],
 )
@@ -471,17 +500,16 @@ def test_adaptive_optimizer_needs_no_learning_rate(tmp_path, cache_dir):
 
 def test_flow_velocity_error_scale_on_a_vp_path_uses_the_process_derivatives():
     """Under a VP process the velocity u = A' x0 + S' ε; its error is d/σ times the x0 error, d = A S' − S A'."""
-    from spectral_diffusion.losses.weighting import per_sample_flow_determinant
-
-    process = GaussianProcess(CosineSchedule())
+    process, flow = GaussianProcess(CosineSchedule()), FlowPrediction()
     t = torch.tensor([0.2, 0.5, 0.9])
     x0, eps, x0_hat = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
     x_t = process.q_sample(x0, t, eps)
-    u = process.target(x0, eps, t, "flow")
-    u_hat = process.target(x0_hat, process.eps_from_x0(x_t, t, x0_hat), t, "flow")
+    u = flow.target(x0, eps, t, process)
+    u_hat = flow.target(x0_hat, process.eps_from_x0(x_t, t, x0_hat), t, process)
     ratio = (u_hat - u).square().flatten(1).sum(1) / (x0_hat - x0).square().flatten(1).sum(1)
-    alpha, sigma = process.coefficients(t, x0)
-    determinant = per_sample_flow_determinant(process, t, x0)
-    expected = x0_error_scale("flow", alpha.flatten().double(), sigma.flatten().double(), determinant)
+    alpha, sigma = per_sample_alpha_sigma(process, t, x0)
+    expected = flow.x0_error_scale(t, x0, process)
     torch.testing.assert_close(ratio.double(), expected, rtol=1e-4, atol=0)
-    assert not torch.allclose(expected, x0_error_scale("flow", alpha.flatten().double(), sigma.flatten().double()))
+    torch.testing.assert_close(expected, per_sample_flow_determinant(process, t, x0).square() / sigma.square())
+    # not the rectified-flow path's d = α + σ
+    assert not torch.allclose(expected, (alpha + sigma).square() / sigma.square())

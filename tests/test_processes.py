@@ -14,16 +14,21 @@ from spectral_diffusion.data.sources import RandomFields
 from spectral_diffusion.diffusion import (
     BandedProcess,
     CosineSchedule,
+    EpsPrediction,
     EqualizedProcess,
+    FlowPrediction,
     FlowProcess,
     GaussianProcess,
     LinearSchedule,
     RectifiedFlowSchedule,
+    VPrediction,
+    X0Prediction,
 )
 from spectral_diffusion.pipeline import build
 from spectral_diffusion.spectral.bases import DCTBasis, DWTBasis, FFTBasis, make_basis
 from spectral_diffusion.spectral.frequency import (
     data_power_spectrum,
+    floor_spectrum,
     radial_power_spectrum,
 )
 from spectral_diffusion.utils.validation import ConfigError
@@ -31,6 +36,22 @@ from spectral_diffusion.utils.validation import ConfigError
 from .conftest import compose_train
 
 DOUBLE = torch.float64
+PREDICTIONS = {"eps": EpsPrediction(), "x0": X0Prediction(), "v": VPrediction(), "flow": FlowPrediction()}
+
+
+class TrainingImages:
+    """Stands in for the datamodule in ``prepare``: the image shape and the images' S_data, radial and on
+    the grid, estimated as ``DiffusionDataModule`` does."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.train_images, self.image_shape = images, tuple(images.shape[1:])
+
+    def radial_power_spectrum(self) -> tuple[torch.Tensor, torch.Tensor]:
+        frequencies, power = radial_power_spectrum(self.train_images)
+        return frequencies, floor_spectrum(power)
+
+    def power_spectrum(self) -> torch.Tensor:
+        return data_power_spectrum(self.train_images)
 
 
 def basis_matrix(basis, height, width):
@@ -137,7 +158,7 @@ def test_alpha_bar_derivative_matches_finite_differences(schedule):
 
 
 def _prepared(process, images):
-    process.prepare(images)
+    process.prepare(TrainingImages(images))
     return process
 
 
@@ -184,15 +205,15 @@ def test_discrete_schedules_use_the_continuous_derivative():
                                    atol=0)
 
 
-@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "flow"])
+@pytest.mark.parametrize("prediction", PREDICTIONS.values(), ids=repr)
 def test_every_prediction_round_trips_for_every_process(prediction, fields):
     x0 = fields[:6]
     eps = torch.randn_like(x0)
     t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9, 0.95], dtype=DOUBLE)
     for process in _processes(fields[:64]):
         x_t = process.q_sample(x0, t, eps)
-        output = process.target(x0, eps, t, prediction)
-        x0_hat, eps_hat = process.x0_eps(x_t, t, output, prediction)
+        output = prediction.target(x0, eps, t, process)
+        x0_hat, eps_hat = prediction.x0_eps(x_t, t, output, process)
         torch.testing.assert_close(x0_hat, x0, msg=repr(process))
         torch.testing.assert_close(eps_hat, eps, msg=repr(process))
 
@@ -202,7 +223,7 @@ def test_flow_velocity_is_the_time_derivative_of_x_t():
     x0, eps = torch.randn(3, 1, 4, 4, dtype=DOUBLE), torch.randn(3, 1, 4, 4, dtype=DOUBLE)
     t, h = torch.tensor([0.2, 0.5, 0.8], dtype=DOUBLE), 1e-6
     numeric = (process.q_sample(x0, t + h, eps) - process.q_sample(x0, t - h, eps)) / (2 * h)
-    torch.testing.assert_close(process.target(x0, eps, t, "flow"), numeric, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(FlowPrediction().target(x0, eps, t, process), numeric, rtol=1e-5, atol=1e-7)
 
 
 # --- flow ---------------------------------------------------------------------------------------------------------
@@ -211,12 +232,12 @@ def test_flow_path_target_prior_and_times():
     x0, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
     t = torch.tensor([0.0, 0.25, 0.5, 1.0])
     torch.testing.assert_close(process.q_sample(x0, t, eps), (1 - t).view(-1, 1, 1, 1) * x0 + t.view(-1, 1, 1, 1) * eps)
-    torch.testing.assert_close(process.target(x0, eps, t, "flow"), eps - x0)
+    torch.testing.assert_close(FlowPrediction().target(x0, eps, t, process), eps - x0)
     # sampling starts at t = 1 where A = 0: x0 is still recoverable from v and flow outputs
     ones = torch.ones(4)
-    for prediction in ("flow", "v", "x0"):
-        out = process.target(x0, eps, ones, prediction)
-        torch.testing.assert_close(process.x0_eps(eps, ones, out, prediction)[0], x0)
+    for prediction in (FlowPrediction(), VPrediction(), X0Prediction()):
+        out = prediction.target(x0, eps, ones, process)
+        torch.testing.assert_close(prediction.x0_eps(eps, ones, out, process)[0], x0)
     torch.testing.assert_close(process.prior((4, 1, 8, 8), torch.Generator().manual_seed(3)),
                                torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3)))
     torch.testing.assert_close(process.sampling_times(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
@@ -230,10 +251,11 @@ def test_flow_path_target_prior_and_times():
 
 
 def test_flow_rejects_eps_prediction_and_bad_gamma():
-    with pytest.raises(ConfigError, match="loss.prediction"):
-        FlowProcess().check_prediction("eps")
-    assert FlowProcess().check_prediction("flow") == "flow"
-    with pytest.raises(ConfigError, match="loss.prediction"):
+    with pytest.raises(ConfigError, match="prediction=eps"):
+        FlowProcess().check_prediction(EpsPrediction())
+    assert FlowProcess().check_prediction(FlowPrediction()) == FlowPrediction()
+    assert GaussianProcess(CosineSchedule()).check_prediction(EpsPrediction()) == EpsPrediction()
+    with pytest.raises(ConfigError, match="prediction='score'"):
         GaussianProcess(CosineSchedule()).check_prediction("score")
     with pytest.raises(ConfigError, match="noise.basis"):
         FlowProcess(gamma=0.5, basis="identity")
@@ -264,7 +286,7 @@ def test_equalized_gamma_zero_is_gaussian(fields):
     x0, eps = fields[:4].float(), torch.randn(4, 1, 16, 16)
     t = torch.tensor([0.1, 0.4, 0.7, 1.0])
     torch.testing.assert_close(equalized.q_sample(x0, t, eps), gaussian.q_sample(x0, t, eps))
-    torch.testing.assert_close(equalized.target(x0, eps, t, "v"), gaussian.target(x0, eps, t, "v"))
+    torch.testing.assert_close(VPrediction().target(x0, eps, t, equalized), VPrediction().target(x0, eps, t, gaussian))
     torch.testing.assert_close(equalized.prior((4, 1, 16, 16), torch.Generator().manual_seed(0)),
                                gaussian.prior((4, 1, 16, 16), torch.Generator().manual_seed(0)))
 
@@ -336,11 +358,11 @@ def test_banded_single_band_is_gaussian(basis):
     torch.testing.assert_close(banded.q_sample(x0, t, eps), gaussian.q_sample(x0, t, eps))
     x0, eps, t = x0[1:], eps[1:], t[1:]  # the flow velocity is infinite at t = 0 (σ ∝ √t)
     x_t = gaussian.q_sample(x0, t, eps)
-    for prediction in ("eps", "x0", "v", "flow"):
-        torch.testing.assert_close(banded.target(x0, eps, t, prediction), gaussian.target(x0, eps, t, prediction))
-        out = gaussian.target(x0, eps, t, prediction)
-        for mine, reference in zip(banded.x0_eps(x_t, t, out, prediction),
-                                   gaussian.x0_eps(x_t, t, out, prediction)):
+    for prediction in PREDICTIONS.values():
+        torch.testing.assert_close(prediction.target(x0, eps, t, banded), prediction.target(x0, eps, t, gaussian))
+        out = prediction.target(x0, eps, t, gaussian)
+        for mine, reference in zip(prediction.x0_eps(x_t, t, out, banded),
+                                   prediction.x0_eps(x_t, t, out, gaussian)):
             torch.testing.assert_close(mine, reference, atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(banded.prior((3, 2, 8, 8), torch.Generator().manual_seed(0)),
                                gaussian.prior((3, 2, 8, 8), torch.Generator().manual_seed(0)))  # float32: 1e-6
@@ -391,7 +413,7 @@ def test_banded_bad_input():
             BandedProcess(CosineSchedule(), **kwargs)
     with pytest.raises(ConfigError, match="noise.levels"):  # 3 wavelet levels need sides divisible by 8
         process = BandedProcess(CosineSchedule(), basis="dwt", num_bands=4, shifts=[0, 0, 0, 0])
-        process.prepare(torch.zeros(1, 1, 12, 12))
+        process.prepare(TrainingImages(torch.zeros(1, 1, 12, 12)))
 
 
 # --- configs and wiring ---------------------------------------------------------------------------------------
@@ -418,16 +440,82 @@ def test_noise_option_changes_training_noise_and_prior(tmp_path, cache_dir):
 
 def test_flow_config_sets_the_velocity_target(tmp_path, cache_dir):
     cfg = compose_train(["debug=default", "noise=flow", "loss=lp"], tmp_path, cache_dir)
-    assert cfg.loss.prediction == "flow"
+    assert cfg.prediction._target_.endswith("FlowPrediction")
     module = build(cfg).module
-    assert isinstance(module.process, FlowProcess) and module.loss_fn.prediction == "flow"
-    assert compose_train(["noise=flow", "loss.prediction=v"], tmp_path, cache_dir).loss.prediction == "v"
-    with pytest.raises(ConfigError, match="loss.prediction"):
-        build(compose_train(["debug=default", "noise=flow", "loss.prediction=eps"], tmp_path, cache_dir))
+    assert isinstance(module.process, FlowProcess) and module.prediction == FlowPrediction()
+    with pytest.raises(ConfigError, match="prediction=eps"):
+        build(compose_train(["debug=default", "noise=flow", "prediction=eps"], tmp_path, cache_dir))
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ([], "VPrediction"),
+        (["noise=flow"], "FlowPrediction"),
+        # the command line wins over the `override /prediction: flow` of noise/flow.yaml, in either order
+        (["noise=flow", "prediction=x0"], "X0Prediction"),
+        (["prediction=v", "noise=flow"], "VPrediction"),
+        (["loss=lp_ffl_kendall"], "X0Prediction"),  # the lp_ffl_kendall recipe is x0-prediction
+        (["loss=lp_ffl_kendall", "prediction=eps"], "EpsPrediction"),
+        (["experiment=mnist_eps_linear"], "EpsPrediction"),
+        (["experiment=mnist_eps_linear", "noise=flow"], "EpsPrediction"),  # an experiment is composed last
+        (["experiment=mnist_eps_linear", "prediction=x0"], "X0Prediction"),
+    ],
+)
+def test_which_prediction_a_composition_selects(overrides, expected, tmp_path, cache_dir):
+    cfg = compose_train(overrides, tmp_path, cache_dir)
+    assert cfg.prediction._target_ == f"spectral_diffusion.diffusion.{expected}"
+
+
+def test_unknown_prediction_is_refused_with_the_choices(tmp_path, cache_dir):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match=r"(?s)prediction/score.*eps.*flow.*v.*x0"):
+        compose_train(["prediction=score"], tmp_path, cache_dir)
 
 
 def test_datamodule_power_spectrum_is_cached(tmp_path, cache_dir):
     datamodule = build(compose_train(["debug=default"], tmp_path, cache_dir)).datamodule
     first = datamodule.power_spectrum()
     assert datamodule.power_spectrum() is first
-    torch.testing.assert_close(first, data_power_spectrum(datamodule.train_images))
+    assert datamodule.radial_power_spectrum() is datamodule.radial_power_spectrum()
+    torch.testing.assert_close(first, data_power_spectrum(datamodule.train_images), rtol=0, atol=0)
+
+
+def _checksums(weights: torch.Tensor) -> tuple[float, float, float]:
+    index = torch.arange(weights.numel(), dtype=DOUBLE).reshape(weights.shape)
+    return float((weights.double() * index).sum()), float(weights.min()), float(weights.max())
+
+
+@pytest.mark.parametrize(
+    "overrides, noise_gain, loss_weights",
+    [
+        # golden values written by the code before S_data was shared (commit 509bca5), same config
+        (["noise=equalized", "loss=frequency_balanced"],
+         (1459.104746749107, 0.2285978419350154, 4.212131978858328),
+         (1400.7491162493825, 0.014311001636087894, 8.24246597290039)),
+        (["noise=flow", "noise.gamma=0.5", "noise.basis=dct", "loss=frequency_balanced", "loss.gamma=0.5"],
+         (1687.8665758321354, 0.5588035028382895, 2.1392676227648812),
+         (1342.0604950785637, 0.13791057467460632, 4.680649280548096)),
+    ],
+)
+def test_data_spectrum_is_estimated_once_for_noise_and_loss(overrides, noise_gain, loss_weights, tmp_path,
+                                                             cache_dir, monkeypatch):
+    """`noise=equalized loss=frequency_balanced` reads one cached S_data estimate; w(f) and the loss weights are
+    those of the earlier code, which estimated S_data once for each."""
+    import spectral_diffusion.data.datamodule as datamodule_module
+    import spectral_diffusion.spectral.frequency as frequency_module
+
+    estimate, calls = frequency_module.radial_power_spectrum, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return estimate(*args, **kwargs)
+
+    monkeypatch.setattr(frequency_module, "radial_power_spectrum", counting)
+    monkeypatch.setattr(datamodule_module, "radial_power_spectrum", counting)
+    module = build(compose_train(["debug=default"] + overrides, tmp_path, cache_dir)).module
+    assert len(calls) == 1
+    assert _checksums(module.process.gain.weights) == pytest.approx(noise_gain, rel=1e-12)
+    frequency_weights = module.loss_fn.terms["frequency_balanced"].frequency_weights(8, 8)
+    assert _checksums(frequency_weights) == pytest.approx(loss_weights, rel=1e-6)

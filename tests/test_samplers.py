@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectral_diffusion.diffusion import CosineSchedule, GaussianProcess, LinearSchedule
+from spectral_diffusion.diffusion import CosineSchedule, EpsPrediction, GaussianProcess, LinearSchedule
 from spectral_diffusion.diffusion.processes import BandedProcess, EqualizedProcess, FlowProcess
 from spectral_diffusion.diffusion.samplers import (
     CALL_ARGUMENTS,
@@ -35,13 +35,13 @@ D = 16
 
 
 class FixedSpectrum:
-    """Stands in for a datamodule: a fixed power-law S_data on the rfft2 grid (no data needed)."""
+    """Stands in for a datamodule: a fixed power-law radial S_data (no data needed)."""
 
     image_shape = SHAPE
 
-    def power_spectrum(self) -> torch.Tensor:
-        radius2 = torch.fft.fftfreq(4)[:, None] ** 2 + torch.fft.rfftfreq(4)[None] ** 2
-        return (radius2.double() + 0.05) ** -1.5
+    def radial_power_spectrum(self) -> tuple[torch.Tensor, torch.Tensor]:
+        frequencies = torch.arange(4, dtype=torch.float64) / 4  # radial bins 0..3 of a 4×4 grid
+        return frequencies, (frequencies.square() + 0.05) ** -1.5
 
 
 def make_process(name: str):
@@ -55,7 +55,7 @@ def make_process(name: str):
         return process
     if name == "banded":
         process = BandedProcess(CosineSchedule(), basis="fft", num_bands=3, shifts=(0.0, -1.0, -2.0))
-        process.prepare(torch.zeros(2, *SHAPE))
+        process.prepare(FixedSpectrum())
         return process
     assert name == "flow"
     return FlowProcess()
@@ -232,7 +232,7 @@ def test_dpm_solver_2m_matches_an_independent_implementation():
 
     def denoise(x_t, t):
         eps = 0.4 * torch.tanh(x_t) + 0.3 * t.double()[:, None, None, None]
-        return process.x0_eps(x_t, t, eps, "eps")[0]
+        return EpsPrediction().x0_eps(x_t, t, eps, process)[0]
 
     x_T = np.random.default_rng(0).standard_normal((3, 1, 2, 2))
     expected = reference_dpm_solver_2m(x_T, alpha, sigma, x0_numpy)
@@ -499,6 +499,6 @@ def test_deq_refuses_self_conditioning_before_training(tmp_path, cache_dir):
 
     from .conftest import compose_train
 
-    cfg = compose_train(["debug=default", "sampler=deq", "loss.self_conditioning=0.5"], tmp_path, cache_dir)
-    with pytest.raises(ConfigError, match="loss.self_conditioning"):
+    cfg = compose_train(["debug=default", "sampler=deq", "self_conditioning=0.5"], tmp_path, cache_dir)
+    with pytest.raises(ConfigError, match="self_conditioning=0"):
         build(cfg)

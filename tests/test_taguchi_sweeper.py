@@ -91,10 +91,10 @@ def test_levels_become_hydra_override_text(value, text):
     [
         (["optimizer.no_such_key=1,2", "optimizer=adam,adamw"], "optimizer.no_such_key"),
         (["sampler=ddim,no_such_sampler"], "no_such_sampler"),
-        (["hydra.sweeper.array=L9", "optimizer=adam,adamw", "loss.prediction=eps,v"], "L9"),
+        (["hydra.sweeper.array=L9", "optimizer=adam,adamw", "prediction=eps,v"], "L9"),
         (["model.groups=2,4", "model.base_channels=6,8", "optimizer=adam,adamw",
           "hydra.sweeper.array=L4", "hydra.sweeper.interactions=[[A,B]]"], "optimizer"),
-        (["optimizer=adam,adamw", "loss.prediction=eps,v", "optimizer=adam"], "also fixed"),
+        (["optimizer=adam,adamw", "prediction=eps,v", "optimizer=adam"], "also fixed"),
         (["optimizer=adam,adamw", "hydra.sweeper.sn=bigger_is_better"], "hydra.sweeper.sn"),
     ],
     ids=["missing-value-key", "missing-group-option", "levels-do-not-fit-array", "interaction-collides",
@@ -178,7 +178,7 @@ def test_sweep_through_the_joblib_launcher(tmp_path, cache_dir):
     """Parallel local jobs: the same design, each job's response read from its own folder."""
     sweep_dir = tmp_path / "sweep"
     completed = run_sweep(sweep_dir, cache_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                          "model.base_channels=8,16", "loss.prediction=eps,v")
+                          "model.base_channels=8,16", "prediction=eps,v")
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = read_csv(sweep_dir / "results.csv")
     assert [r["status"] for r in results] == ["ok"] * 4

@@ -11,7 +11,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from spectral_diffusion.spectral.frequency import data_power_spectrum
+from spectral_diffusion.spectral.frequency import floor_spectrum, radial_power_spectrum, radial_profile_on_grid
 from spectral_diffusion.utils.validation import ConfigError, check_int, check_range
 
 
@@ -150,11 +150,22 @@ class DiffusionDataModule(LightningDataModule):
     def class_names(self) -> tuple[str, ...] | None:
         return self._loaded()._class_names
 
+    def radial_power_spectrum(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """S_data's radial profile (bin radii in cycles per pixel, power), float64: the training split's radially
+        averaged power spectrum (``spectral.radial_power_spectrum``, radii from fftfreq) floored at 1e-8 × max
+        (``spectral.frequency.floor_spectrum``). Estimated once per datamodule and cached; processes and losses that
+        need S_data read it from here (``prepare(datamodule)``)."""
+        if getattr(self, "_radial_power_spectrum", None) is None:
+            frequencies, power = radial_power_spectrum(self.train_images)
+            self._radial_power_spectrum = frequencies, floor_spectrum(power)
+        return self._radial_power_spectrum
+
     def power_spectrum(self) -> torch.Tensor:
-        """S_data on the orthonormal rfft2 grid (H, W//2+1), float64: the training split's radially averaged
-        power spectrum (``spectral.data_power_spectrum``, radii from fftfreq), computed once and cached."""
+        """S_data on the orthonormal rfft2 grid (H, W//2+1), float64: ``radial_power_spectrum()`` read at every
+        coefficient's radius, which equals ``spectral.data_power_spectrum`` of the training split; cached."""
         if getattr(self, "_power_spectrum", None) is None:
-            self._power_spectrum = data_power_spectrum(self.train_images)
+            height, width = self.image_shape[-2:]
+            self._power_spectrum = radial_profile_on_grid(*self.radial_power_spectrum(), height, width)
         return self._power_spectrum
 
     @property

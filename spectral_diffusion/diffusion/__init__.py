@@ -1,6 +1,13 @@
-"""Diffusion maths: schedules, forward processes in orthonormal bases, prediction conversions, samplers."""
+"""Diffusion maths: schedules, forward processes in orthonormal bases, prediction types, samplers."""
 
-from spectral_diffusion.diffusion.process import PREDICTIONS, GaussianProcess
+from spectral_diffusion.diffusion.predictions import (
+    EpsPrediction,
+    FlowPrediction,
+    Prediction,
+    VPrediction,
+    X0Prediction,
+)
+from spectral_diffusion.diffusion.process import GaussianProcess
 from spectral_diffusion.diffusion.processes import (
     BandedProcess,
     EqualizedProcess,
@@ -14,13 +21,17 @@ from spectral_diffusion.diffusion.schedules import (
 )
 
 __all__ = [
-    "PREDICTIONS",
     "BandedProcess",
     "CosineSchedule",
+    "EpsPrediction",
     "EqualizedProcess",
+    "FlowPrediction",
     "FlowProcess",
     "GaussianProcess",
     "LinearSchedule",
+    "Prediction",
     "RectifiedFlowSchedule",
     "Schedule",
+    "VPrediction",
+    "X0Prediction",
 ]

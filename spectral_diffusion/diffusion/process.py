@@ -1,13 +1,11 @@
 """Forward processes x_t = A_t · x0 + S_t · ε, diagonal in an orthonormal basis.
 
-This module is the one place that knows the diffusion maths: how to noise data, how the network's
-ε / x0 / v output maps to the others, what the training target is and where the prior lies.
-Backbones, losses and samplers call it and stay ignorant of schedules and bases.
+A process knows how to noise data, its diagonal coefficients (A_t, S_t) and their time derivatives, its
+times and where the prior lies; what the network predicts and how that converts is a prediction object
+(``diffusion.predictions``) that reads these coefficients. Backbones, losses and samplers call both and
+stay ignorant of schedules and bases.
 
-Symbols (code ↔ paper): ``alpha`` = α_t = √ᾱ_t, ``sigma`` = σ_t = √(1 − ᾱ_t) (Ho et al. 2020);
-``v`` = α_t ε − σ_t x0 (Salimans & Ho 2022, §4), generalised to any diagonal (α, σ) below;
-``flow`` = u_t = dx_t/dt = A'_t x0 + S'_t ε, the velocity of flow matching (Lipman et al. 2023, eq. 20;
-Liu et al. 2023 rectified flow: u = ε − x0 for A = 1 − t, S = t), defined for every process.
+Symbols (code ↔ paper): ``alpha`` = α_t = √ᾱ_t, ``sigma`` = σ_t = √(1 − ᾱ_t) (Ho et al. 2020).
 """
 
 from __future__ import annotations
@@ -15,22 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from spectral_diffusion.diffusion.predictions import Prediction, check_prediction
 from spectral_diffusion.diffusion.schedules import Schedule
 from spectral_diffusion.spectral.bases import make_basis
 from spectral_diffusion.utils.random import Generators, randn
-from spectral_diffusion.utils.validation import check_choice
-
-PREDICTIONS = ("eps", "x0", "v", "flow")
-
-
-def check_prediction(prediction: str, key: str = "loss.prediction") -> str:
-    return check_choice(key, prediction, PREDICTIONS)
-
-
-def image_size(data) -> tuple[int, int]:
-    """(H, W) of a datamodule (``image_shape``) or of an (N, C, H, W) image tensor."""
-    shape = data.image_shape if hasattr(data, "image_shape") else data.shape
-    return int(shape[-2]), int(shape[-1])
 
 
 def per_sample(value: Tensor, like: Tensor) -> Tensor:
@@ -61,8 +47,8 @@ def vp_coefficient_derivatives(schedule: Schedule, t: Tensor, like: Tensor,
 class GaussianProcess:
     """The DDPM/VP baseline: white ε, scalar α(t), σ(t) from a schedule, in a basis (pixels by default).
 
-    Subclasses change ``coefficients`` (per-basis-coefficient A_t, S_t) and inherit every
-    conversion, the training target and the prior, so every sampler works with them unchanged.
+    Subclasses change ``coefficients`` (per-basis-coefficient A_t, S_t) and inherit the prior, and every
+    prediction type and sampler works with them unchanged.
     """
 
     name = "gaussian"
@@ -72,16 +58,17 @@ class GaussianProcess:
         # a name from the config (identity | fft | dct | dwt) or a basis object
         self.basis = make_basis(basis or "identity") if basis is None or isinstance(basis, str) else basis
 
-    def prepare(self, data) -> None:
+    def prepare(self, datamodule) -> None:
         """Estimate what the process needs from the training data (nothing for white processes).
 
-        ``data`` is the datamodule (its cached ``power_spectrum()`` is used) or a (N, C, H, W) image tensor.
-        Here it only checks that the basis accepts the image size (a DWT needs sides divisible by 2^levels).
+        ``datamodule`` gives ``image_shape`` and, read by coloured processes, the cached
+        ``radial_power_spectrum()``. Here it only checks that the basis accepts the image size (a DWT needs
+        sides divisible by 2^levels).
         """
-        self.basis.check_shape(*image_size(data))
+        self.basis.check_shape(*datamodule.image_shape[-2:])
 
-    def check_prediction(self, prediction: str) -> str:
-        """Reject, naming ``loss.prediction``, a prediction type this process cannot convert or train."""
+    def check_prediction(self, prediction: Prediction) -> Prediction:
+        """Reject, naming ``prediction``, a prediction type this process cannot convert or train."""
         return check_prediction(prediction)
 
     # --- the diagonal coefficients ---------------------------------------------------------------
@@ -131,45 +118,7 @@ class GaussianProcess:
         a, s = self.coefficients(t_max, c)
         return self.from_basis((a * a + s * s).sqrt() * c)
 
-    # --- prediction conversions --------------------------------------------------------------------
-    def target(self, x0: Tensor, eps: Tensor, t: Tensor, prediction: str) -> Tensor:
-        """What a network trained for ``prediction`` should output at (x0, ε, t)."""
-        if prediction == "eps":
-            return eps
-        if prediction == "x0":
-            return x0
-        check_prediction(prediction)
-        c0, ce = self.to_basis(x0), self.to_basis(eps)
-        if prediction == "flow":
-            d_a, d_s = self.coefficient_derivatives(t, c0)
-            return self.from_basis(d_a * c0 + d_s * ce)
-        a, s = self.coefficients(t, c0)
-        return self.from_basis(a * ce - s * c0)
-
-    def x0_eps(self, x_t: Tensor, t: Tensor, output: Tensor, prediction: str) -> tuple[Tensor, Tensor]:
-        """(x0, ε) implied by a network ``output`` of type ``prediction`` at (x_t, t).
-
-        From x_t = a x0 + s ε and v = a ε − s x0: x0 = (a x_t − s v)/(a² + s²) and
-        ε = (s x_t + a v)/(a² + s²), which for a² + s² = 1 are Salimans & Ho's eq. (8)–(9).
-        From x_t and the velocity u = a' x0 + s' ε, the 2×2 system [a s; a' s'] gives
-        x0 = (s' x_t − s u)/d and ε = (a u − a' x_t)/d with d = a s' − s a' (= 1 on the flow path).
-        """
-        check_prediction(prediction)
-        c_t, c_out = self.to_basis(x_t), self.to_basis(output)
-        a, s = self.coefficients(t, c_t)
-        if prediction == "eps":
-            c_x0, c_eps = (c_t - s * c_out) / a, c_out
-        elif prediction == "x0":
-            c_x0, c_eps = c_out, (c_t - a * c_out) / s
-        elif prediction == "flow":
-            d_a, d_s = self.coefficient_derivatives(t, c_t)
-            determinant = a * d_s - s * d_a
-            c_x0, c_eps = (d_s * c_t - s * c_out) / determinant, (a * c_out - d_a * c_t) / determinant
-        else:
-            norm = a * a + s * s
-            c_x0, c_eps = (a * c_t - s * c_out) / norm, (s * c_t + a * c_out) / norm
-        return self.from_basis(c_x0), self.from_basis(c_eps)
-
+    # --- conversions ------------------------------------------------------------------------------
     def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """ε = (x_t − A_t x0)/S_t: the noise a given clean estimate implies."""
         c_t, c0 = self.to_basis(x_t), self.to_basis(x0)

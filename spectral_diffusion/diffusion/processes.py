@@ -1,8 +1,8 @@
 """Frequency-space forward processes: equalized noise, band-specific schedules and the flow path.
 
 Each is a ``GaussianProcess`` with other diagonal coefficients (A_t, S_t) in an orthonormal basis, so
-every prediction conversion, the prior and every sampler are inherited unchanged (DESIGN.md, "The core
-abstraction"). ε stays white; the colour of the noise lives in S_t.
+the prior, every prediction type (``diffusion.predictions``) and every sampler work unchanged (the
+basis-diagonal Gaussian path of Hoogeboom & Salimans 2023, "Blurring diffusion models", §3). ε stays white; the colour of the noise lives in S_t.
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spectral_diffusion.diffusion.predictions import EpsPrediction, Prediction
 from spectral_diffusion.diffusion.process import (
     GaussianProcess,
-    image_size,
     per_sample,
     vp_coefficient_derivatives,
 )
 from spectral_diffusion.diffusion.schedules import Schedule, check_steps
 from spectral_diffusion.spectral.bands import band_edges
 from spectral_diffusion.spectral.bases import BASES, make_basis
-from spectral_diffusion.spectral.frequency import data_power_spectrum, radial_bin_index
 from spectral_diffusion.utils.validation import (
     ConfigError,
     check_choice,
@@ -34,11 +33,6 @@ from spectral_diffusion.utils.validation import (
 
 # A band may keep at most this signal fraction A_b(1)² at t = 1, where the prior N(0, A² + S²) ignores it.
 MAX_TERMINAL_SIGNAL = 1e-3
-
-
-def power_spectrum(data) -> Tensor:
-    """S_data on the rfft2 grid: the datamodule's cached estimate, or estimated from an image tensor."""
-    return data.power_spectrum() if hasattr(data, "power_spectrum") else data_power_spectrum(data)
 
 
 class SpectralWeights:
@@ -64,14 +58,14 @@ class SpectralWeights:
         self.weights: Tensor | None = None  # (H, W) float64 on the CPU, set by fit
         self._cache: dict[tuple, Tensor] = {}
 
-    def fit(self, spectrum: Tensor, height: int, width: int, basis) -> Tensor:
-        """w (H, W) in float64 for the coefficients of ``basis`` from S_data on the rfft2 grid (H, W//2+1)."""
-        bins = radial_bin_index(height, width).flatten()
-        count = torch.bincount(bins).double()
-        total = torch.bincount(bins, weights=spectrum.double().cpu().flatten())
-        filled = torch.nonzero(count > 0).flatten()  # non-square grids leave some radial bins empty: interpolate
-        log_profile = torch.from_numpy(np.interp(np.arange(len(count)), filled.numpy(),
-                                                 (total[filled] / count[filled]).log().numpy()))
+    def fit(self, frequencies: Tensor, power: Tensor, height: int, width: int, basis) -> Tensor:
+        """w (H, W) in float64 for the coefficients of ``basis`` from S_data's radial profile: ``power`` at the
+        bin radii ``frequencies`` (cycles/pixel, bins round(|f|·max(H, W)), as ``spectral.radial_power_spectrum``
+        and ``DiffusionDataModule.radial_power_spectrum`` give them)."""
+        bins = torch.round(frequencies.double().cpu() * max(height, width)).long()
+        # non-square grids leave some radial bins empty: interpolate
+        log_profile = torch.from_numpy(np.interp(np.arange(int(bins.max()) + 1), bins.numpy(),
+                                                 power.double().cpu().log().numpy()))
         log_profile = torch.cat([log_profile[:1], self._smooth(log_profile[1:])])
         position = (basis.frequency(height, width) * max(height, width)).clamp(max=len(log_profile) - 1)
         if basis.name == "fft":  # FFT coefficients take the value of the radial bin S_data was averaged over
@@ -111,7 +105,7 @@ class SpectralWeights:
         """w on ``like``'s device and dtype, (H, W), cached per device like ``Schedule._table``."""
         if self.weights is None:
             raise RuntimeError("the noise gain w(f) is not estimated yet: call process.prepare(datamodule) "
-                               "(or prepare(train_images)) before using a frequency-equalized process")
+                               "before using a frequency-equalized process")
         if tuple(like.shape[-2:]) != tuple(self.weights.shape):
             raise ValueError(f"the process was prepared for {tuple(self.weights.shape)} images, "
                              f"got coefficients of shape {tuple(like.shape)}")
@@ -140,10 +134,10 @@ class EqualizedProcess(GaussianProcess):
         self.gain = SpectralWeights(gamma, basis, smoothing, w_min, w_max)
         super().__init__(schedule, basis)
 
-    def prepare(self, data) -> None:
-        """Estimate w(f) from the training data (a datamodule's cached S_data, or an image tensor)."""
-        super().prepare(data)
-        self.gain.fit(power_spectrum(data), *image_size(data), self.basis)
+    def prepare(self, datamodule) -> None:
+        """Estimate w(f) from the datamodule's cached radial S_data."""
+        super().prepare(datamodule)
+        self.gain.fit(*datamodule.radial_power_spectrum(), *datamodule.image_shape[-2:], self.basis)
 
     def coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         alpha, sigma = super().coefficients(t, like)
@@ -245,7 +239,7 @@ class FlowProcess(GaussianProcess):
     """The rectified-flow / flow-matching path A_t = 1 − t, S_t = t (Liu et al. 2023; Lipman et al. 2023,
     eq. 23 with σ_min = 0), optionally with equalized noise S_t = t·w(f) (γ > 0, fft or dct basis).
 
-    The velocity target is u = A' x0 + S' ε = w ε − x0 (prediction ``flow``). ``schedule`` only chooses the
+    The velocity target is u = A' x0 + S' ε = w ε − x0 (``FlowPrediction``). ``schedule`` only chooses the
     times: those of the schedule mapped to the flow time of equal SNR, t' = σ/(α + σ). The default
     ``RectifiedFlowSchedule`` (continuous) maps identically: training t ~ U(0, 1], sampling t = 1, 1 − 1/n,
     …, 1/n, 0 (also what ``schedule=None`` gives); the cosine schedule gives the "CosMap" times of Esser
@@ -264,15 +258,15 @@ class FlowProcess(GaussianProcess):
             self.gain = None
         super().__init__(schedule, basis)
 
-    def prepare(self, data) -> None:
-        super().prepare(data)
+    def prepare(self, datamodule) -> None:
+        super().prepare(datamodule)
         if self.gain is not None:
-            self.gain.fit(power_spectrum(data), *image_size(data), self.basis)
+            self.gain.fit(*datamodule.radial_power_spectrum(), *datamodule.image_shape[-2:], self.basis)
 
-    def check_prediction(self, prediction: str) -> str:
+    def check_prediction(self, prediction: Prediction) -> Prediction:
         super().check_prediction(prediction)
-        if prediction == "eps":
-            raise ConfigError("loss.prediction='eps' cannot be used with noise=flow: sampling starts at t = 1 where "
+        if isinstance(prediction, EpsPrediction):
+            raise ConfigError("prediction=eps cannot be used with noise=flow: sampling starts at t = 1 where "
                               "A_t = 1 − t = 0, so x0 = (x_t − S ε)/A is undefined; choose one of x0, v, flow")
         return prediction
 

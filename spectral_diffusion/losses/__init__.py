@@ -8,7 +8,7 @@ from spectral_diffusion.losses.frequency import (
     PhaseError,
 )
 from spectral_diffusion.losses.pixel import LpError, LpLoss, MSELoss, SquaredError
-from spectral_diffusion.losses.weighting import min_snr_weight, x0_error_scale
+from spectral_diffusion.losses.weighting import min_snr_weight
 
 __all__ = [
     "DiffusionLoss",
@@ -24,5 +24,4 @@ __all__ = [
     "PhaseError",
     "SquaredError",
     "min_snr_weight",
-    "x0_error_scale",
 ]

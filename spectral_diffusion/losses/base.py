@@ -2,8 +2,9 @@
 
 A ``LossTerm`` is the maths of one error (squared, p-norm, focal frequency, ...) between two image
 batches; ``DiffusionLoss`` decides what it compares (prediction vs target, or x̂0 vs x0), the min-SNR-γ
-weight, the SNR gate of frequency terms, fixed or learned (Kendall et al. 2018) term weights, and
-the self-conditioning probability the LightningModule reads. It returns the per-sample loss (B,).
+weight, the SNR gate of frequency terms and fixed or learned (Kendall et al. 2018) term weights. It
+returns the per-sample loss (B,). The prediction type comes with each call's ``LossContext``: the
+LightningModule owns it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from spectral_diffusion.diffusion.process import check_prediction
-from spectral_diffusion.losses.weighting import min_snr_weight, per_sample_alpha_sigma, per_sample_flow_determinant
-from spectral_diffusion.utils.validation import ConfigError, check_choice, check_positive, check_range
+from spectral_diffusion.diffusion.predictions import Prediction, X0Prediction, per_sample_alpha_sigma
+from spectral_diffusion.losses.weighting import min_snr_weight
+from spectral_diffusion.utils.validation import ConfigError, check_choice, check_positive
 
 WEIGHTINGS = ("fixed", "kendall")
+# What an x0-space term compares: its error is the x0 error itself (λ = 1 for min-SNR-γ).
+X0_SPACE = X0Prediction()
 
 
 class LossTerm(ABC):
@@ -38,8 +41,8 @@ class LossTerm(ABC):
     def __call__(self, estimate: Tensor, reference: Tensor) -> Tensor:
         """Per-sample error, shape (B,)."""
 
-    def prepare(self, train_images: Tensor) -> None:
-        """Check the term against the training images and estimate what it needs from them."""
+    def prepare(self, datamodule) -> None:
+        """Check the term against the datamodule's ``image_shape`` and read what it needs (cached S_data)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -47,26 +50,24 @@ class LossTerm(ABC):
 
 @dataclass
 class LossContext:
-    """What a training step knows besides output and target: the clean batch, x_t, t and the process."""
+    """What a training step knows besides output and target: the clean batch, x_t, t, the process and what
+    the network predicts."""
 
     x0: Tensor
     x_t: Tensor
     t: Tensor
     process: object
-    _x0_estimates: dict = field(default_factory=dict, repr=False)
+    prediction: Prediction
+    _x0_estimate: Tensor | None = field(default=None, repr=False)
 
-    def x0_estimate(self, output: Tensor, prediction: str) -> Tensor:
+    def x0_estimate(self, output: Tensor) -> Tensor:
         """x̂0 implied by ``output`` (computed once per step, differentiable)."""
-        if prediction not in self._x0_estimates:
-            self._x0_estimates[prediction] = self.process.x0_eps(self.x_t, self.t, output, prediction)[0]
-        return self._x0_estimates[prediction]
+        if self._x0_estimate is None:
+            self._x0_estimate = self.prediction.x0_eps(self.x_t, self.t, output, self.process)[0]
+        return self._x0_estimate
 
     def alpha_sigma(self) -> tuple[Tensor, Tensor]:
         return per_sample_alpha_sigma(self.process, self.t, self.x0)
-
-    def flow_determinant(self) -> Tensor:
-        """A S' − S A' per sample: how a flow-velocity error maps to an x0 error on this process's path."""
-        return per_sample_flow_determinant(self.process, self.t, self.x0)
 
 
 class KendallWeights(nn.Module):
@@ -95,19 +96,18 @@ class DiffusionLoss:
         terms: name → ``LossTerm``.
         weights: name → weight ≥ 0 (fixed weighting) or the initial effective weight ½exp(−s) > 0
             (Kendall weighting). ``None`` gives every term weight 1.
-        prediction: what the network predicts: eps | x0 | v.
         weighting: ``fixed`` or ``kendall`` (learned log-variances, Kendall et al. 2018).
         min_snr_gamma: γ of min-SNR-γ weighting (Hang et al. 2023), or ``None`` for none.
         frequency_min_snr: frequency terms count only for samples whose SNR α²/σ² is at least this
             (an x0 estimate at high noise is blurry by nature); ``None`` applies them everywhere.
-        self_conditioning: probability of a self-conditioned training step (Chen et al. 2022); the
-            LightningModule reads it.
+
+    The ``LossContext`` of a call carries the prediction type; a loss with min-SNR-γ weighting, an SNR gate
+    or an x0-space term needs it.
     """
 
     def __init__(self, terms: Mapping[str, LossTerm], weights: Mapping[str, float] | None = None, *,
-                 prediction: str = "eps", weighting: str = "fixed", min_snr_gamma: float | None = None,
-                 frequency_min_snr: float | None = None, self_conditioning: float = 0.0) -> None:
-        self.prediction = check_prediction(prediction)
+                 weighting: str = "fixed", min_snr_gamma: float | None = None,
+                 frequency_min_snr: float | None = None) -> None:
         self.terms = {str(name): term for name, term in dict(terms).items()}
         if not self.terms:
             raise ConfigError("loss.terms is empty; give at least one loss term")
@@ -125,7 +125,6 @@ class DiffusionLoss:
         self.min_snr_gamma = None if min_snr_gamma is None else float(check_positive("loss.min_snr_gamma", min_snr_gamma))
         self.frequency_min_snr = (None if frequency_min_snr is None
                                   else float(check_positive("loss.frequency_min_snr", frequency_min_snr, strict=False)))
-        self.self_conditioning = float(check_range("loss.self_conditioning", float(self_conditioning), 0.0, 1.0))
         self.last_values: dict[str, Tensor] = {}
 
     # --- what the LightningModule uses ---------------------------------------------------------------
@@ -134,33 +133,31 @@ class DiffusionLoss:
         """Parameters the optimizer must train alongside the network (Kendall log-variances), or None."""
         return self.kendall
 
-    def prepare(self, train_images: Tensor) -> None:
-        """Validate every term against the training images and estimate what terms need (S_data)."""
+    def prepare(self, datamodule) -> None:
+        """Validate every term against the datamodule's images and give terms what they need (its cached S_data)."""
         for term in self.terms.values():
-            term.prepare(train_images)
+            term.prepare(datamodule)
 
     def __call__(self, output: Tensor, target: Tensor, context: LossContext | None = None) -> Tensor:
         output, target = output.float(), target.float()
         needs_context = (self.min_snr_gamma is not None or self.frequency_min_snr is not None
                          or any(term.space == "x0" for term in self.terms.values()))
         if needs_context and context is None:
-            raise ValueError(f"{self!r} needs a LossContext (x0, x_t, t, process) to be computed")
-        alpha_sigma = context.alpha_sigma() if context is not None and (
-            self.min_snr_gamma is not None or self.frequency_min_snr is not None) else None
+            raise ValueError(f"{self!r} needs a LossContext (x0, x_t, t, process, prediction) to be computed")
+        alpha_sigma = context.alpha_sigma() if self.frequency_min_snr is not None else None
 
         total = torch.zeros(output.shape[0], device=output.device)
         values: dict[str, Tensor] = {}
         for name, term in self.terms.items():
             if term.space == "x0":
-                value = term(context.x0_estimate(output, self.prediction).float(), context.x0.float())
-                space_prediction = "x0"
+                value = term(context.x0_estimate(output).float(), context.x0.float())
+                space = X0_SPACE
             else:
                 value = term(output, target)
-                space_prediction = self.prediction
+                space = None if context is None else context.prediction
             if self.min_snr_gamma is not None:
-                determinant = context.flow_determinant() if space_prediction == "flow" else None
-                value = value * min_snr_weight(space_prediction, *alpha_sigma, self.min_snr_gamma,
-                                               determinant).to(value)
+                value = value * min_snr_weight(space, context.t, context.x0, context.process,
+                                               self.min_snr_gamma).to(value)
             if term.frequency and self.frequency_min_snr is not None:
                 alpha, sigma = alpha_sigma
                 value = value * ((alpha / sigma).square() >= self.frequency_min_snr).to(value)
@@ -178,7 +175,6 @@ class DiffusionLoss:
 
     def __repr__(self) -> str:
         terms = ", ".join(f"{name}={term!r}" for name, term in self.terms.items())
-        return (f"{type(self).__name__}(prediction={self.prediction!r}, terms=[{terms}], weighting={self.weighting!r}, "
-                f"weights={self.weights}, min_snr_gamma={self.min_snr_gamma}, "
-                f"frequency_min_snr={self.frequency_min_snr}, self_conditioning={self.self_conditioning})")
+        return (f"{type(self).__name__}(terms=[{terms}], weighting={self.weighting!r}, weights={self.weights}, "
+                f"min_snr_gamma={self.min_snr_gamma}, frequency_min_snr={self.frequency_min_snr})")
 

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from spectral_diffusion.losses.base import DiffusionLoss, LossTerm
-from spectral_diffusion.spectral.frequency import data_power_spectrum, hermitian_multiplicity
-from spectral_diffusion.utils.validation import ConfigError, check_positive
+from spectral_diffusion.spectral.frequency import hermitian_multiplicity
+from spectral_diffusion.utils.validation import ConfigError, check_int, check_positive
 
 
 class FrequencyBalancedError(LossTerm):
@@ -19,8 +19,9 @@ class FrequencyBalancedError(LossTerm):
 
     The weights are normalised to mean 1 over the full FFT grid, so at γ = 1 every radial band
     contributes in proportion to its relative error rather than to its power, and at γ = 0 the term
-    is exactly the pixel MSE. S_data is the training set's radially averaged power spectrum
-    (``spectral.data_power_spectrum``), set by ``prepare`` or ``set_data_spectrum``.
+    is exactly the pixel MSE. S_data is the training set's radially averaged power spectrum on the rfft2
+    grid (``spectral.data_power_spectrum``), set by ``prepare(datamodule)`` from the datamodule's cached
+    ``power_spectrum()`` or by ``set_data_spectrum``.
     """
 
     frequency = True
@@ -30,8 +31,8 @@ class FrequencyBalancedError(LossTerm):
         self.spectrum: Tensor | None = None
         self._weights: dict[tuple, Tensor] = {}
 
-    def prepare(self, train_images: Tensor) -> None:
-        self.set_data_spectrum(data_power_spectrum(train_images))
+    def prepare(self, datamodule) -> None:
+        self.set_data_spectrum(datamodule.power_spectrum())
 
     def set_data_spectrum(self, spectrum: Tensor) -> None:
         """S_data on the rfft2 grid (H, W//2+1), as returned by ``data_power_spectrum``."""
@@ -47,7 +48,7 @@ class FrequencyBalancedError(LossTerm):
                 weights = torch.ones_like(multiplicity)
             else:
                 if self.spectrum is None:
-                    raise RuntimeError("FrequencyBalancedError needs S_data: call prepare(train_images) first")
+                    raise RuntimeError("FrequencyBalancedError needs S_data: call prepare(datamodule) first")
                 if tuple(self.spectrum.shape) != tuple(multiplicity.shape):
                     raise ValueError(f"S_data has shape {tuple(self.spectrum.shape)}, images need {tuple(multiplicity.shape)}")
                 weights = self.spectrum.pow(-self.gamma)
@@ -81,15 +82,13 @@ class FocalFrequencyError(LossTerm):
                  log_matrix: bool = False, batch_matrix: bool = False, key: str = "loss.terms.ffl") -> None:
         self.key = key
         self.alpha = float(check_positive(f"{key}.alpha", alpha, strict=False))
-        if int(patch_factor) != patch_factor or patch_factor < 1:
-            raise ConfigError(f"{key}.patch_factor={patch_factor!r} is invalid; it must be an integer >= 1")
-        self.patch_factor = int(patch_factor)
+        self.patch_factor = check_int(f"{key}.patch_factor", patch_factor, 1)
         self.ave_spectrum = bool(ave_spectrum)
         self.log_matrix = bool(log_matrix)
         self.batch_matrix = bool(batch_matrix)
 
-    def prepare(self, train_images: Tensor) -> None:
-        self.check_image_size(*train_images.shape[-2:])
+    def prepare(self, datamodule) -> None:
+        self.check_image_size(*datamodule.image_shape[-2:])
 
     def check_image_size(self, height: int, width: int) -> None:
         if height % self.patch_factor or width % self.patch_factor:
@@ -152,9 +151,8 @@ class PhaseError(LossTerm):
 
 
 class FrequencyBalancedLoss(DiffusionLoss):
-    """``FrequencyBalancedError`` between the network output and the target of ``prediction``."""
+    """``FrequencyBalancedError`` between the network output and its target (of the module's prediction type)."""
 
-    def __init__(self, gamma: float = 1.0, prediction: str = "eps", min_snr_gamma: float | None = None,
-                 self_conditioning: float = 0.0) -> None:
-        super().__init__({"frequency_balanced": FrequencyBalancedError(gamma, key="loss.gamma")}, prediction=prediction,
-                         min_snr_gamma=min_snr_gamma, self_conditioning=self_conditioning)
+    def __init__(self, gamma: float = 1.0, min_snr_gamma: float | None = None) -> None:
+        super().__init__({"frequency_balanced": FrequencyBalancedError(gamma, key="loss.gamma")},
+                         min_snr_gamma=min_snr_gamma)

@@ -1,7 +1,8 @@
 """Pixel-space error terms (squared error, p-norm) and the single-term losses built on them.
 
 ``MSELoss`` is Ho et al. 2020, eq. 14 (with ε, or its x0 / v analogues); ``LpLoss`` replaces the square by
-|·|^p, which the diagnostic report (seed 004, §2) found sharper for p < 2 with x0 prediction.
+|·|^p; p < 2 penalises large errors less than the square and so blurs less (the L1 argument of
+Isola et al. 2017, pix2pix, §3.1).
 """
 
 from __future__ import annotations
@@ -33,18 +34,14 @@ class LpError(LossTerm):
 
 
 class MSELoss(DiffusionLoss):
-    """Squared error between the network output and the target of ``prediction``."""
+    """Squared error between the network output and its target (of the module's prediction type)."""
 
-    def __init__(self, prediction: str = "eps", min_snr_gamma: float | None = None,
-                 self_conditioning: float = 0.0) -> None:
-        super().__init__({"mse": SquaredError()}, prediction=prediction, min_snr_gamma=min_snr_gamma,
-                         self_conditioning=self_conditioning)
+    def __init__(self, min_snr_gamma: float | None = None) -> None:
+        super().__init__({"mse": SquaredError()}, min_snr_gamma=min_snr_gamma)
 
 
 class LpLoss(DiffusionLoss):
-    """|output − target|^p between the network output and the target of ``prediction``."""
+    """|output − target|^p between the network output and its target (of the module's prediction type)."""
 
-    def __init__(self, p: float = 1.5, prediction: str = "eps", min_snr_gamma: float | None = None,
-                 self_conditioning: float = 0.0) -> None:
-        super().__init__({"lp": LpError(p, key="loss.p")}, prediction=prediction, min_snr_gamma=min_snr_gamma,
-                         self_conditioning=self_conditioning)
+    def __init__(self, p: float = 1.5, min_snr_gamma: float | None = None) -> None:
+        super().__init__({"lp": LpError(p, key="loss.p")}, min_snr_gamma=min_snr_gamma)

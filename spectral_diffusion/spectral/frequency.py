@@ -72,18 +72,28 @@ def radial_power_spectrum(images: Tensor, batch_size: int = 1024) -> tuple[Tenso
     return radial_average(total / (images.shape[0] * channels), height, width)
 
 
+def radial_profile_on_grid(frequencies: Tensor, power: Tensor, height: int, width: int) -> Tensor:
+    """A radial profile (bin radii in cycles per pixel, one value per bin, as ``radial_power_spectrum`` gives)
+    read at every coefficient of the rfft2 grid (H, W//2+1), float64: each takes its radial bin's value."""
+    bins = radial_bin_index(height, width)
+    by_bin = torch.zeros(int(bins.max()) + 1, dtype=torch.float64)
+    by_bin[torch.round(frequencies * max(height, width)).long()] = power.to(torch.float64)
+    return by_bin[bins]
+
+
+def floor_spectrum(power: Tensor, floor: float = 1e-8) -> Tensor:
+    """``power`` floored at ``floor`` × its maximum, so that weights S^−γ stay finite where a band of the
+    data carries no power."""
+    return power.clamp(min=float(floor) * float(power.max()))
+
+
 def data_power_spectrum(images: Tensor, *, floor: float = 1e-8, batch_size: int = 1024) -> Tensor:
     """S_data(f) on the orthonormal rfft2 grid (H, W//2+1), float64: the training set's radially
-    averaged power spectrum put back on the grid.
+    averaged power spectrum put back on the grid (``radial_profile_on_grid``).
 
     Radial (angular) averaging smooths the estimate, so the result depends on |f| only and is the
-    same at f and −f. Values are floored at ``floor`` × max so that weights S^−γ stay finite where a
-    band of the data carries no power.
+    same at f and −f. Values are floored at ``floor`` × max (``floor_spectrum``).
     """
     _, _, height, width = images.shape
-    bins = radial_bin_index(height, width)
-    frequencies, power = radial_power_spectrum(images, batch_size=batch_size)
-    by_bin = torch.zeros(int(bins.max()) + 1, dtype=torch.float64)
-    by_bin[torch.round(frequencies * max(height, width)).long()] = power
-    spectrum = by_bin[bins]
-    return spectrum.clamp(min=float(floor) * float(spectrum.max()))
+    profile = radial_profile_on_grid(*radial_power_spectrum(images, batch_size=batch_size), height, width)
+    return floor_spectrum(profile, floor)
