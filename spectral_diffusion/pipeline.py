@@ -27,13 +27,14 @@ from spectral_diffusion.diffusion.samplers import deq, validate_sampler
 from spectral_diffusion.evaluation import (
     EvaluationConfig,
     build_extractor,
+    choose_features,
     check_one_source,
     check_sample_shape,
     check_samples_path,
     evaluate_images,
     load_samples,
     metric_shorthands,
-    resolve_optimized_metric,
+    resolve_objective,
     timed_generate,
 )
 from spectral_diffusion.module import DiffusionModule
@@ -141,10 +142,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Everything that can reject the config happens here, before the first training step.
     evaluation = EvaluationConfig.from_config(cfg.evaluation)
     evaluation.check_image_shape(datamodule.image_shape)
-    features = instantiate_checked(cfg.features)
-    objective_name = resolve_optimized_metric(cfg.get("optimized_metric"),
-                                              metric_shorthands(features.name, evaluation.num_samples, val_loss=True),
-                                              evaluation.battery_groups)
+    features = choose_features(instantiate_checked(cfg.features), datamodule)
+    objective_name, objective_note = objective(cfg, features, evaluation, evaluation.num_samples, training=True)
     extractor = build_extractor(features, datamodule)
 
     callbacks = [instantiate_checked(c) for c in cfg.get("callbacks", {}).values() if c is not None]
@@ -162,6 +161,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     steps_done = trainer.global_step - module.first_step
     metrics: dict[str, Any] = {
+        "warnings": [objective_note] if objective_note else [],
         "global_step": trainer.global_step,
         "train_seconds": train_seconds,
         "train_images_per_second": steps_done * datamodule.batch_size / train_seconds if train_seconds else math.nan,
@@ -206,7 +206,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup()
     image_shape = datamodule.image_shape
     evaluation.check_image_shape(image_shape)
-    features = instantiate_checked(cfg.features)
+    features = choose_features(instantiate_checked(cfg.features), datamodule)
 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -223,8 +223,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         sampler = instantiate_checked(cfg.sampler) if cfg.get("sampler") else module.sampler
         validate_sampler(sampler, module.process)
         num_samples = evaluation.num_samples
-    objective_name = resolve_optimized_metric(cfg.get("optimized_metric"),
-                                              metric_shorthands(features.name, num_samples), evaluation.battery_groups)
+    objective_name, objective_note = objective(cfg, features, evaluation, num_samples, training=False)
 
     extractor = build_extractor(features, datamodule, device)
     if module is not None:
@@ -234,11 +233,27 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         save_samples_npz(samples, output_dir / "samples.npz", seed=evaluation.seed)
         save_grid(samples[: evaluation.grid_size], output_dir / "samples.png")
     metrics = evaluate_images(samples, datamodule, extractor, evaluation, output_dir, run_config=cfg, module=module,
-                              metrics={"num_samples": num_samples, **runtime}, objective_name=objective_name,
+                              metrics={"warnings": [objective_note] if objective_note else [],
+                                       "num_samples": num_samples, **runtime}, objective_name=objective_name,
                               device=device)
     record(cfg, output_dir, metrics)
     log.info("wrote metrics.json and report.md to %s", output_dir)
     return metrics
+
+
+def objective(cfg: DictConfig, features, evaluation: EvaluationConfig, num_samples: int, *,
+              training: bool) -> tuple[str | None, str | None]:
+    """The metrics.json key of ``optimized_metric`` and a note when it fell back (``features=none`` computes no
+    feature metric: a default ``fid`` becomes val_loss for sd-train, spectral_mse for sd-eval; one the user named
+    on the command line is refused), checked before any training or sampling."""
+    fallbacks = ["val_loss"] if training else []
+    if evaluation.battery and "spectral" in evaluation.battery_groups:
+        fallbacks.append("spectral_mse")
+    shorthands = ({"val_loss": "val_loss"} if training else {}) if features.name is None else (
+        metric_shorthands(features.name, num_samples, val_loss=training))
+    explicit = any(override.lstrip("+~").split("=")[0] == "optimized_metric" for override in _overrides(cfg))
+    return resolve_objective(cfg.get("optimized_metric"), shorthands, evaluation.battery_groups,
+                             features_available=features.name is not None, explicit=explicit, fallbacks=fallbacks)
 
 
 def _is_scalar(value: Any) -> bool:

@@ -3,13 +3,14 @@
 ``evaluate_images``, which computes everything and writes report.md (callers record metrics.json)."""
 
 from spectral_diffusion.evaluation.config import EvaluationConfig, battery_config, name_battery_key
-from spectral_diffusion.evaluation.evaluate import build_extractor, evaluate_images
+from spectral_diffusion.evaluation.evaluate import build_extractor, choose_features, evaluate_images
 from spectral_diffusion.evaluation.names import (
     METRIC_NAMES,
     MetricName,
     describe,
     metric_name,
     metric_shorthands,
+    resolve_objective,
     resolve_optimized_metric,
 )
 from spectral_diffusion.evaluation.report import FIGURES_DIR, save_figure, write_report
@@ -31,6 +32,7 @@ __all__ = [
     "MetricName",
     "battery_config",
     "build_extractor",
+    "choose_features",
     "check_one_source",
     "check_sample_shape",
     "check_samples_path",
@@ -41,6 +43,7 @@ __all__ = [
     "metric_shorthands",
     "name_battery_key",
     "peak_memory_mb",
+    "resolve_objective",
     "resolve_optimized_metric",
     "save_figure",
     "timed_generate",

@@ -4,6 +4,7 @@ battery, the per-timestep loss, the figures and report.md."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,23 @@ from spectral_diffusion.evaluation.samples import check_sample_shape
 from spectral_diffusion.evaluation.timestep_loss import validation_loss_by_time, validation_loss_figure
 from spectral_diffusion.metrics.battery import battery_figures, evaluate_battery
 from spectral_diffusion.metrics.figures import sample_grid_figure
+from spectral_diffusion.metrics.features import NoFeatures
 from spectral_diffusion.metrics.quality import FeaturePair, distance_metrics, real_floor
 from spectral_diffusion.utils.validation import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+# Below this many held-out images FID and KID say little (their bias and spread grow as N falls).
+MIN_REAL_FOR_FEATURE_METRICS = 200
+
+
+def choose_features(features, datamodule):
+    """A ``features`` config object made ready for ``datamodule``: ``features=auto`` picks the classifier when the
+    data has class labels, else the autoencoder (its ``name`` is then the chosen one's). Returns ``features``."""
+    if hasattr(features, "select"):
+        features.select(datamodule.train_labels, datamodule.num_classes)
+    return features
 
 
 def build_extractor(features, datamodule, device: str | torch.device = "cpu"):
@@ -67,7 +83,12 @@ def evaluate_images(
     options = evaluation.battery_options
     results: dict[str, Any] = dict(metrics or {})
     skipped: dict[str, str] = {}
-    features = FeaturePair.extract(real, fake, extractor, batch_size=batch_size)
+    warnings: list[str] = list(results.pop("warnings", []))
+    if len(real) < MIN_REAL_FOR_FEATURE_METRICS:
+        warnings.append(f"the held-out split has {len(real)} images (< {MIN_REAL_FOR_FEATURE_METRICS}): FID and KID "
+                        "are strongly biased and noisy at this size; raise data.val_fraction if the source has more")
+        log.warning(warnings[-1])
+    features = None if extractor is None else FeaturePair.extract(real, fake, extractor, batch_size=batch_size)
 
     figures: dict[str, Figure] = {}
     if evaluation.battery:
@@ -80,11 +101,14 @@ def evaluate_images(
     else:
         skipped["battery"] = "evaluation.battery=false"
         figures["sample_grids"] = sample_grid_figure(real, fake, evaluation.grid_size)
-    if "features" not in evaluation.battery_groups:
-        results.update(distance_metrics(features, kid_subset_size=evaluation.kid_subset_size,
-                                        kid_subsets=options.kid_subsets, seed=options.seed))
-    results.update(real_floor(datamodule.train_images, real, extractor, len(real), batch_size=batch_size,
-                              kid_subset_size=evaluation.kid_subset_size, heldout_features=features.real))
+    if features is None:
+        skipped["features"] = NoFeatures.reason
+    else:
+        if "features" not in evaluation.battery_groups:
+            results.update(distance_metrics(features, kid_subset_size=evaluation.kid_subset_size,
+                                            kid_subsets=options.kid_subsets, seed=options.seed))
+        results.update(real_floor(datamodule.train_images, real, extractor, len(real), batch_size=batch_size,
+                                  kid_subset_size=evaluation.kid_subset_size, heldout_features=features.real))
     if getattr(extractor, "accuracy", None) is not None:
         results[f"{extractor.name}_accuracy"] = float(extractor.accuracy)
 
@@ -104,6 +128,8 @@ def evaluate_images(
         results["objective"] = results[objective_name]
         results["objective_name"] = objective_name
     results["skipped"] = skipped
+    if warnings:
+        results["warnings"] = warnings
 
     figure_paths = {}
     for name, figure in figures.items():

@@ -8,12 +8,15 @@ extractor and count of the key it describes as ``{extractor}`` and ``{n}``.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 from spectral_diffusion.utils.validation import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _placeholder(match: re.Match) -> str:
@@ -157,7 +160,29 @@ def resolve_optimized_metric(name: str | None, shorthands: Mapping[str, str],
     groups = (*battery_groups, *ALWAYS_WITH_BATTERY) if battery_groups else ()
     if name in shorthands.values() or (row is not None and row.group in groups):
         return name
-    allowed = list(shorthands) + [shorthands["fid"], shorthands["kid"]]
+    allowed = list(shorthands) + [key for short, key in shorthands.items() if key != short]
     battery = (f" or a key of the metric battery groups {list(battery_groups)} (spectral_diffusion.evaluation.names)"
                if battery_groups else "")
     raise ConfigError(f"optimized_metric={name!r} is not a metric this run computes; choose one of {allowed}{battery}")
+
+
+# Keys that only exist with a feature extractor: FID/KID/precision/recall, their floors, and the shorthands.
+_FEATURE_METRIC = re.compile(r"(?:fid|kid)|(?:fid|kid|kid_std|precision|recall)(?:_floor)?_\w+@\d+")
+
+
+def resolve_objective(name: str | None, shorthands: Mapping[str, str], battery_groups: Sequence[str] = (), *,
+                      features_available: bool = True, explicit: bool = True,
+                      fallbacks: Sequence[str] = ()) -> tuple[str | None, str | None]:
+    """``(key, note)``: ``resolve_optimized_metric`` while feature metrics are computed. Without a feature extractor
+    (``features=none``) a feature metric named ``explicit``-ly by the user is refused with a ConfigError, and a
+    default one falls back to the first of ``fallbacks``; ``note`` then says so (None otherwise)."""
+    if features_available or name is None or not _FEATURE_METRIC.fullmatch(name):
+        return resolve_optimized_metric(name, shorthands, battery_groups), None
+    if explicit or not fallbacks:
+        others = f"one of {list(fallbacks)}" if fallbacks else "a key of the metric battery"
+        raise ConfigError(f"optimized_metric={name!r} is a feature metric, but features=none builds no feature "
+                          f"extractor; choose features=auto|classifier|autoencoder|inception or optimized_metric={others}")
+    note = (f"optimized_metric={name!r} needs a feature extractor and features=none builds none; "
+            f"the objective is {fallbacks[0]!r} instead")
+    log.warning(note)
+    return fallbacks[0], note

@@ -49,9 +49,12 @@ def write_report(path: Path, metrics: Mapping[str, Any], figures: Mapping[str, P
         lines += [f"**{metrics['objective_name']} = {_format(metrics['objective'])}** (optimized_metric)", ""]
     lines += ["## Metrics", "", "| metric | value | definition |", "|---|---|---|"]
     for key, value in metrics.items():
-        if key in ("skipped", "objective", "objective_name") or not is_number(value):
+        if key in ("skipped", "warnings", "objective", "objective_name") or not is_number(value):
             continue
         lines.append(f"| `{key}` | {_format(value)} | {_cell(describe(key))} |")
+    warnings = metrics.get("warnings") or []
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in warnings]
     skipped = metrics.get("skipped") or {}
     if skipped:
         lines += ["", "## Skipped", "", "| metric | reason |", "|---|---|"]

@@ -646,6 +646,19 @@ class AutoFeatures:
         )
 
 
+class NoFeatures:
+    """``features=none``: build no feature extractor. FID, KID, precision/recall and their real floor are skipped
+    (``reason`` is recorded under ``skipped`` in metrics.json); every other metric is computed as usual."""
+
+    name = None  # no extractor, so no feature-metric keys
+    reason = ("features=none: no feature extractor was built, so FID, KID, precision/recall and their real floor "
+              "are not computed")
+
+    def build(self, *args, **kwargs) -> None:
+        """The same call as the other ``features`` options; there is nothing to build."""
+        return None
+
+
 class InceptionFeatureExtractor(FrozenFeatureExtractor):
     """The 2048-d pool features of the FID Inception-v3 (torch-fidelity port of the 2015-12-05 TF graph).
 
