@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from spectral_diffusion.cli import CONFIG_DIR, route_lightning_logs_through_hydra
+from spectral_diffusion.cli import CONFIG_DIR, reports_config_errors, route_lightning_logs_through_hydra
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+@reports_config_errors("sd-eval")
 def main(cfg: DictConfig) -> float | None:
     route_lightning_logs_through_hydra()
     return evaluate(cfg).get("objective")
