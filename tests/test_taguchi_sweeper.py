@@ -103,8 +103,8 @@ def test_levels_become_hydra_override_text(value, text):
 def test_bad_sweeps_fail_before_any_job(tmp_path, cache_dir, args, message):
     sweep_dir = tmp_path / "sweep"
     completed = run_sweep(sweep_dir, cache_dir, *args)
-    assert completed.returncode != 0
-    assert message in completed.stderr
+    assert completed.returncode == 2
+    assert message in completed.stderr and "Traceback" not in completed.stderr
     assert job_folders(sweep_dir) == [] and not (sweep_dir / "design.csv").exists()
 
 
