@@ -14,10 +14,9 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
-
-from spectral_diffusion.utils.images import image_grid
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from spectral_diffusion.utils.images import image_grid
 from spectral_diffusion.utils.validation import ConfigError, check_positive
 
 
@@ -135,10 +134,9 @@ def plain_data(value: Any) -> Any:
         items = {key: plain_data(item) for key, item in value.items()}
         changed = any(items[key] is not item for key, item in value.items())
         return type(value)(items) if changed else value
-    if isinstance(value, (list, tuple)):
-        items = [plain_data(item) for item in value]
-        changed = any(new is not old for new, old in zip(items, value))
-        return type(value)(items) if changed and type(value) in (list, tuple) else value
+    if type(value) in (list, tuple):
+        items = type(value)(plain_data(item) for item in value)
+        return items if any(new is not old for new, old in zip(items, value)) else value
     return value
 
 
@@ -155,8 +153,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         what = f"the Python object {needed.group(1)}" if needed else "objects other than tensors and plain data"
         raise ConfigError(
             f"ckpt_path={str(path)!r} was refused: loading it would need {what}, but a checkpoint may only "
-            "hold tensors and plain data (torch.load with weights_only=True), so nothing in it was run. "
-            "sd-train writes such checkpoints; use one from sd-train"
+            "hold tensors and plain data (torch.load with weights_only=True), so nothing in it was run; "
+            "use a checkpoint written by sd-train"
         ) from None
 
 
