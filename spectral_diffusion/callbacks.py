@@ -1,18 +1,23 @@
-"""Lightning callbacks and plugins: sample grids during training and crash-safe checkpoint files."""
+"""Lightning callbacks and plugins: sample grids during training, and checkpoint files that are written
+crash-safe and read back without running code (``torch.load(weights_only=True)``)."""
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from spectral_diffusion.utils.images import image_grid
-from spectral_diffusion.utils.validation import check_positive
+from spectral_diffusion.utils.validation import ConfigError, check_positive
 
 
 class SampleGrid(Callback):
@@ -119,11 +124,48 @@ def log_grid(trainer: Trainer, tag: str, images, step: int) -> None:
             experiment.add_image(tag, image_grid(images), step)
 
 
+def plain_data(value: Any) -> Any:
+    """``value`` with every OmegaConf node inside (dicts, lists, tuples) turned into plain lists and dicts,
+    e.g. the ``betas: [0.9, 0.99]`` a Hydra-built optimizer keeps in its param groups. Containers with no
+    such node are returned as they are (a ``state_dict`` keeps its type and metadata)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        items = {key: plain_data(item) for key, item in value.items()}
+        changed = any(items[key] is not item for key, item in value.items())
+        return type(value)(items) if changed else value
+    if type(value) in (list, tuple):
+        items = type(value)(plain_data(item) for item in value)
+        return items if any(new is not old for new, old in zip(items, value)) else value
+    return value
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint read with ``torch.load(weights_only=True)``: tensors and plain Python data only, so a
+    file from someone else cannot run code while it loads (PyTorch's "weights-only" unpickler).
+
+    A file that needs any other object is refused with a ``ConfigError`` naming the file and the object;
+    the unpickler stops before constructing it, so nothing in the file runs."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        needed = re.search(r"GLOBAL ([\w.]+)", str(error))  # the first object the file would construct
+        what = f"the Python object {needed.group(1)}" if needed else "objects other than tensors and plain data"
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} was refused: loading it would need {what}, but a checkpoint may only "
+            "hold tensors and plain data (torch.load with weights_only=True), so nothing in it was run; "
+            "use a checkpoint written by sd-train"
+        ) from None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file and renames it into place.
+    """Writes each checkpoint to a temporary file and renames it into place, and reads it back safely.
 
     A process killed mid-save (SIGKILL, OOM) therefore leaves the previous ``last.ckpt`` intact
-    instead of a truncated file, which is what makes ``ckpt_path=.../last.ckpt`` resume safe.
+    instead of a truncated file, which is what makes ``ckpt_path=.../last.ckpt`` resume safe. What is
+    written is plain data (``plain_data``), and resuming reads it with ``load_checkpoint``
+    (``weights_only=True`` whatever Lightning asks for), so optimizer, scheduler, callback and loop states
+    load without unpickling arbitrary objects.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -131,7 +173,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         fs = get_filesystem(path)
         fs.makedirs(str(path.parent), exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        super().save_checkpoint(checkpoint, temporary, storage_options)
+        super().save_checkpoint(plain_data(checkpoint), temporary, storage_options)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+
+    def load_checkpoint(self, path, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return load_checkpoint(path, map_location)

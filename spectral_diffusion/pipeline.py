@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_diffusion.callbacks import AtomicCheckpointIO, log_figure, log_grid
+from spectral_diffusion.callbacks import AtomicCheckpointIO, load_checkpoint, log_figure, log_grid
 from spectral_diffusion.diffusion.samplers import deq, validate_sampler
 from spectral_diffusion.evaluation import (
     EvaluationConfig,
@@ -112,11 +111,14 @@ def _self_conditioning_channels(cfg: DictConfig, self_conditioning: float, image
 
 
 def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> DiffusionModule:
-    """A trained module from a checkpoint written by ``sd-train`` (config stored inside it)."""
+    """A trained module from a checkpoint written by ``sd-train`` (config stored inside it as plain data).
+
+    The file is read with ``weights_only=True`` (``callbacks.load_checkpoint``): a checkpoint that would
+    need any other object is refused with a ``ConfigError`` and nothing in it runs."""
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} does not exist")
-    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    checkpoint = load_checkpoint(ckpt_path, map_location=map_location)
     config = checkpoint.get("spectral_diffusion_config")
     if config is None:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} was not written by sd-train (no stored config)")

@@ -43,5 +43,7 @@ def cfg_debug(tmp_path, cache_dir) -> DictConfig:
 def cli_env(cache_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["SPECTRAL_DIFFUSION_CACHE"] = str(cache_dir)
+    # The CLIs run the checkout's code too, even beside a regular (non-editable) install (pyproject: pythonpath).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env

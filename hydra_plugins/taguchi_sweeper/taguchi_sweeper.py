@@ -104,4 +104,14 @@ class TaguchiSweeper(Sweeper):
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        return self.impl.sweep(arguments)
+        from spectral_diffusion.cli import full_error_requested, report_user_error
+        from spectral_diffusion.utils.validation import ConfigError
+
+        try:
+            return self.impl.sweep(arguments)
+        except ConfigError as error:
+            # A sweep the config rejects (before any job, or a response no job writes) is a user error:
+            # one message, as for a single run; HYDRA_FULL_ERROR=1 keeps the traceback.
+            if full_error_requested():
+                raise
+            raise SystemExit(report_user_error("sd-train", error)) from None

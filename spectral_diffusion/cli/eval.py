@@ -6,10 +6,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from spectral_diffusion.cli import CONFIG_DIR, route_lightning_logs_through_hydra
+from spectral_diffusion.cli import CONFIG_DIR, reports_config_errors, route_lightning_logs_through_hydra
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+@reports_config_errors("sd-eval")
 def main(cfg: DictConfig) -> float | None:
     from spectral_diffusion.pipeline import evaluate
 

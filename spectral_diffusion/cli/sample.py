@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from spectral_diffusion.cli import CONFIG_DIR
+from spectral_diffusion.cli import CONFIG_DIR, reports_config_errors
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def sample(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sample")
+@reports_config_errors("sd-sample")
 def main(cfg: DictConfig) -> None:
     sample(cfg)
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from spectral_diffusion.cli import report_user_error
 from spectral_diffusion.taguchi import SN_TYPES, DesignError, Factor, choose_array
 from spectral_diffusion.taguchi.sweep_folder import (
     ANALYSIS_FILE,
@@ -23,6 +24,7 @@ from spectral_diffusion.taguchi.sweep_folder import (
     read_results_csv,
     write_analysis,
 )
+from spectral_diffusion.utils.validation import ConfigError
 
 ANALYZE_OPTIONS = ("response", "sn", "out")
 
@@ -127,9 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"written to {out}", file=sys.stderr)
         else:
             print(design_command(args.array, args.factors, args.interaction, args.replicates))
-    except DesignError as error:
-        print(f"sd-taguchi: {error}", file=sys.stderr)
-        return 2
+    except (DesignError, ConfigError) as error:
+        return report_user_error("sd-taguchi", error)
     return 0
 
 

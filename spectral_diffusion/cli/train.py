@@ -5,10 +5,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from spectral_diffusion.cli import CONFIG_DIR, route_lightning_logs_through_hydra
+from spectral_diffusion.cli import CONFIG_DIR, reports_config_errors, route_lightning_logs_through_hydra
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@reports_config_errors("sd-train")
 def main(cfg: DictConfig) -> float | None:
     from spectral_diffusion.pipeline import train
 
