@@ -276,12 +276,12 @@ class ClassifierFeatures:
         seed: int = 0,
     ) -> None:
         self.cache_dir = checked_cache_dir(cache_dir, "classifier")
-        self.epochs = int(check_positive("features.epochs", epochs))
-        self.batch_size = int(check_positive("features.batch_size", batch_size))
+        self.epochs = check_int("features.epochs", epochs, 1)
+        self.batch_size = check_int("features.batch_size", batch_size, 1)
         self.lr = float(check_positive("features.lr", lr))
-        self.width = int(check_positive("features.width", width))
-        self.feature_dim = int(check_positive("features.feature_dim", feature_dim))
-        self.seed = int(seed)
+        self.width = check_int("features.width", width, 1)
+        self.feature_dim = check_int("features.feature_dim", feature_dim, 1)
+        self.seed = check_int("features.seed", seed)
 
     def hyperparameters(self) -> dict:
         return {
