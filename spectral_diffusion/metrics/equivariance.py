@@ -4,7 +4,8 @@ data in [−1, 1], the MSE taken inside a central disc so borders (padding, wrap
 
 Sub-pixel translations are exact band-limited shifts (a phase ramp on the FFT of a periodic image) and rotations
 are three FFT shears (Paeth 1986; Larkin, Oldfield & Klemm 1997, "Fast Fourier method for the accurate rotation
-of sampled images"), each a unitary periodic shift of rows or columns, so white noise stays white.
+of sampled images"), each a periodic shift of rows or columns, unitary but for the Nyquist row and column
+(whose half-pixel shifts keep only their real part), so white noise stays white with nearly its variance.
 """
 
 from __future__ import annotations
@@ -114,9 +115,12 @@ class MaskedPSNR:
 
 def standard_transforms(size: int, *, shift: int | None = None, fractional_shift: Sequence[float] = (0.5, 0.25),
                         degrees: float = 30.0) -> dict[str, Transform]:
-    """The transforms of ``eq_t`` (integer shift, default size / 8 in x and y), ``eq_t_frac`` (a sub-pixel
-    shift (dx, dy)) and ``eq_r`` (a rotation by ``degrees``)."""
-    shift = max(1, size // 8) if shift is None else int(shift)
+    """The transforms of ``eq_t`` (a periodic shift by ``shift`` pixels in x and y), ``eq_t_frac`` (a sub-pixel
+    shift (dx, dy)) and ``eq_r`` (a rotation by ``degrees``).
+
+    The default shift is odd (a stride-2 network is equivariant to even shifts but for its borders) and about
+    size / 16, so the wrap-around seam stays outside the default disc (radius 0.7 · size / 2)."""
+    shift = (size // 16) | 1 if shift is None else int(shift)
     dx, dy = (float(value) for value in fractional_shift)
     return {
         "eq_t": lambda x: integer_translate(x, shift, shift),
