@@ -123,3 +123,23 @@ def test_generation_equivariance_of_an_equivariant_denoiser_is_high(process):
     blurred = generation_equivariance(lambda x, t: 0.5 * gaussian_blur(x), process, sampler, (4, 1, SIZE, SIZE))
     strided = generation_equivariance(lambda x, t: strided_conv(x), process, sampler, (4, 1, SIZE, SIZE))
     assert blurred > 40 and blurred - strided > 20
+
+
+def test_model_equivariance_of_a_built_module(tmp_path, cache_dir):
+    from spectral_diffusion.evaluation.equivariance import model_equivariance
+    from spectral_diffusion.pipeline import build
+    from tests.conftest import compose_train
+
+    cfg = compose_train(["debug=default", "model=unet_alias_free", "data.source.image_size=16"], tmp_path, cache_dir)
+    components = build(cfg)
+    module, images = components.module, components.datamodule.val_images[:6]
+    torch.manual_seed(0)
+    with torch.no_grad():  # the head starts at zero, which every transform commutes with; give it weights
+        for parameter in module.ema.module.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    metrics, figure = model_equivariance(module, images, bins=2, generation_samples=2, steps=2, batch_size=4)
+    assert {"eq_t", "eq_t_frac", "eq_r", "eq_r_generation", "eq_by_t"} <= set(metrics)
+    assert len(metrics["eq_by_t"]["t"]) == 2 and len(figure.axes[0].lines) == 3
+    for name in ("eq_t", "eq_t_frac", "eq_r", "eq_r_generation"):
+        assert 0 < metrics[name] < 100, name
+    assert metrics["eq_t"] == pytest.approx(sum(metrics["eq_by_t"]["eq_t"]) / 2)
