@@ -72,3 +72,35 @@ def test_non_square_images_and_too_few_frames_are_rejected():
         rotated_samples(lambda x, t: x, PROCESS, SAMPLER, torch.zeros(1, 1, 8, 12), [10.0])
     with pytest.raises(ConfigError, match=r"rotation\.frames"):
         frame_angles(1)
+
+
+def test_sd_sample_writes_rotation_frames(tmp_path, cache_dir):
+    import json
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from spectral_diffusion.cli import CONFIG_DIR
+    from spectral_diffusion.cli.sample import sample
+    from spectral_diffusion.pipeline import build
+    from tests.conftest import compose_train
+
+    train_cfg = compose_train(["debug=default", "model=unet_alias_free", "model.version=1"], tmp_path, cache_dir)
+    module = build(train_cfg).module
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"spectral_diffusion_config": OmegaConf.to_container(train_cfg, resolve=True),
+                "state_dict": module.state_dict()}, ckpt)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="sample", overrides=[f"ckpt_path={ckpt}", "sampler=ddim", "sampler.steps=3", "n=2",
+                                                       "rotation.frames=3", "device=cpu"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "sampled")
+    strip = sample(cfg)
+    report = json.loads((tmp_path / "sampled" / "rotation.json").read_text())
+    assert report["angles"] == [-90.0, 0.0, 90.0] and len(report["frame_psnr"]) == 2
+    assert Image.open(strip).size == (3 * 8, 2 * 8)
+    assert Image.open(tmp_path / "sampled" / "rotation.gif").n_frames == 3
+    with open_dict(cfg):
+        cfg.rotation.angles = [10.0]
+    with pytest.raises(ConfigError, match="rotation.angles and rotation.frames"):
+        sample(cfg)

@@ -106,3 +106,39 @@ def save_gif(frames: Tensor, path: str | Path, milliseconds: int = 200) -> Path:
     images = [pil_image(frame_grid(frame)) for frame in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
     return path
+
+
+def rotation_angles(angles: Sequence[float] | None, frames: int | None) -> list[float] | None:
+    """The angles of ``sd-sample``'s ``rotation`` block: ``rotation.angles``, or ``rotation.frames`` angles over
+    [−90°, 90°], or None when neither is set (no rotation); both set is an error."""
+    if angles is not None and frames is not None:
+        raise ConfigError("rotation.angles and rotation.frames are both set; give one of them")
+    if angles is not None:
+        return check_angles(list(angles) if not isinstance(angles, (str, bytes)) else angles)
+    return None if frames is None else frame_angles(frames)
+
+
+@torch.no_grad()
+def sample_rotations(module, sampler, angles: Sequence[float], output_dir: str | Path, *, count: int, seed: int = 0,
+                     every_step: bool = False, use_ema: bool = True) -> dict[str, object]:
+    """``count`` samples of a trained module at every angle (x_T of sample i from generator ``seed + i``):
+    ``rotation_strip.png``, ``rotation.gif`` and the frame-to-frame consistency, returned and written to
+    ``rotation.json`` in ``output_dir``."""
+    import json
+
+    from spectral_diffusion.utils.random import sample_generators
+
+    angles = check_angles(angles)
+    module.eval()
+    x_T = module.process.prior((count, *module.image_shape), sample_generators(seed, 0, count), device=module.device)
+    steps = getattr(sampler, "keywords", {}).get("steps")
+    frames = rotated_samples(module.self_conditioned_denoiser(use_ema=use_ema), module.process, sampler, x_T, angles,
+                             every_step=every_step, steps=steps).cpu()
+    output_dir = Path(output_dir)
+    consistency = frame_consistency(frames, angles)
+    report = {"angles": angles, "every_step": every_step, "frame_psnr": consistency,
+              "frame_psnr_mean": sum(consistency) / len(consistency) if consistency else float("nan"),
+              "strip": str(save_strip(frames, output_dir / "rotation_strip.png")),
+              "gif": str(save_gif(frames, output_dir / "rotation.gif"))}
+    (output_dir / "rotation.json").write_text(json.dumps(report, indent=2))
+    return report
