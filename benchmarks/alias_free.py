@@ -78,6 +78,8 @@ def step_seconds(versions, rounds: int, steps: int, batch_size: int, device: str
                 one_step(version)
             synchronize()
             times[version].append((time.perf_counter() - started) / steps)
+        print("round:", ", ".join(f"v{version} {1000 * values[-1]:.0f} ms" for version, values in times.items()),
+              flush=True)
     return times
 
 
