@@ -108,11 +108,20 @@ def finished_runs(path: Path) -> dict[str, dict]:
     return {run["key"]: run for run in runs}
 
 
+def lightning_duration(seconds: int) -> str:
+    """``seconds`` as Lightning's ``max_time`` string DD:HH:MM:SS."""
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
 def study_one(dataset: str, version: int, seed: int, args, out: Path) -> dict:
     run_dir = out / run_key(dataset, version, seed)
     seconds = int(args.budget_seconds)
     overrides = [*DATASETS[dataset], f"model.version={version}", f"seed={seed}", "logger=null",
-                 f"+trainer.max_time={{seconds: {seconds}}}", "trainer.max_steps=-1", "trainer.enable_progress_bar=false",
+                 f"+trainer.max_time='{lightning_duration(seconds)}'", "trainer.max_steps=-1",
+                 "trainer.enable_progress_bar=false",
                  f"trainer.val_check_interval={args.val_check_interval}", "trainer.accelerator=cpu" if args.cpu else "",
                  f"evaluation.num_samples={args.num_samples}", "evaluation.battery=false",
                  "evaluation.timestep_bins=0", f"sampler.steps={args.sampler_steps}", *args.override]
