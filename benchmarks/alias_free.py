@@ -119,7 +119,7 @@ def lightning_duration(seconds: int) -> str:
 def study_one(dataset: str, version: int, seed: int, args, out: Path) -> dict:
     run_dir = out / run_key(dataset, version, seed)
     seconds = int(args.budget_seconds)
-    overrides = [*DATASETS[dataset], f"model.version={version}", f"seed={seed}", "logger=null",
+    overrides = [*DATASETS[dataset], f"model.version={version}", f"seed={seed}", "~logger",
                  f"+trainer.max_time='{lightning_duration(seconds)}'", "trainer.max_steps=-1",
                  "trainer.enable_progress_bar=false",
                  f"trainer.val_check_interval={args.val_check_interval}", "trainer.accelerator=cpu" if args.cpu else "",
@@ -127,6 +127,7 @@ def study_one(dataset: str, version: int, seed: int, args, out: Path) -> dict:
                  "evaluation.timestep_bins=0", f"sampler.steps={args.sampler_steps}", *args.override]
     cfg = compose_train([item for item in overrides if item])
     with open_dict(cfg):
+        cfg.paths.root_dir = str(out)
         cfg.paths.output_dir = str(run_dir)
         cfg.paths.summary_csv = str(out / "summary.csv")
     metrics = train(cfg)
