@@ -5,7 +5,7 @@ default 16x16 config under bf16 autocast, the versions interleaved round by roun
 all alike; prints the median step time of each and the ratios version/version 0 (targets: v1 ≤ 1.3, v3 ≤ 2.5).
 
 ``study``: versions × seeds × {mnist16, mnist_m32}, each trained through ``sd-train``'s pipeline for the same
-``--budget-seconds`` of wall clock (``trainer.max_time``), then FID (the default features), ``eq_t``, ``eq_r``,
+``--budget-seconds`` of wall clock (``trainer.max_time``, constant learning rate), then FID (the default features), ``eq_t``, ``eq_r``,
 ``eq_r_generation``, training images/s and parameters. One JSON line per finished run in ``<out>/runs.jsonl``
 (a rerun skips finished runs: resumable); a markdown table (mean ± std over seeds) and a plot of FID and eq_r
 against the version are written from every line there.
@@ -120,7 +120,7 @@ def study_one(dataset: str, version: int, seed: int, args, out: Path) -> dict:
     run_dir = out / run_key(dataset, version, seed)
     seconds = int(args.budget_seconds)
     overrides = [*DATASETS[dataset], f"model.version={version}", f"seed={seed}", "~logger",
-                 f"+trainer.max_time='{lightning_duration(seconds)}'", "trainer.max_steps=-1",
+                 f"+trainer.max_time='{lightning_duration(seconds)}'", "trainer.max_steps=100000000", "scheduler=constant",
                  "trainer.enable_progress_bar=false",
                  f"trainer.val_check_interval={args.val_check_interval}", "trainer.accelerator=cpu" if args.cpu else "",
                  f"evaluation.num_samples={args.num_samples}", "evaluation.battery=false",
