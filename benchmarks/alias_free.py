@@ -119,7 +119,7 @@ def lightning_duration(seconds: int) -> str:
 def study_one(dataset: str, version: int, seed: int, args, out: Path) -> dict:
     run_dir = out / run_key(dataset, version, seed)
     seconds = int(args.budget_seconds)
-    overrides = [*DATASETS[dataset], f"model.version={version}", f"seed={seed}", "~logger",
+    overrides = [*DATASETS[dataset], f"model.version={version}", f"seed={seed}", "~logger", "~callbacks.lr_monitor",
                  f"+trainer.max_time='{lightning_duration(seconds)}'", "trainer.max_steps=100000000", "scheduler=constant",
                  "trainer.enable_progress_bar=false",
                  f"trainer.val_check_interval={args.val_check_interval}", "trainer.accelerator=cpu" if args.cpu else "",
