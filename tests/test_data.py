@@ -611,7 +611,8 @@ DATA_OPTIONS = sorted(path.stem for path in (CONF_DIR / "data").glob("*.yaml"))
 
 
 def test_all_data_options_present():
-    assert DATA_OPTIONS == ["cifar10", "digits", "faces", "image_folder", "mnist", "random_fields", "textures"]
+    assert DATA_OPTIONS == ["cifar10", "digits", "faces", "image_folder", "mnist", "mnist_m", "random_fields",
+                            "textures"]
 
 
 def compose_data(option: str, overrides: list[str]):

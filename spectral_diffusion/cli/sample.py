@@ -17,11 +17,12 @@ def sample(cfg: DictConfig) -> Path:
     import torch
     from hydra.utils import instantiate
 
+    from spectral_diffusion.diffusion.rotation import rotation_angles, sample_rotations
     from spectral_diffusion.diffusion.samplers import validate_sampler
     from spectral_diffusion.pipeline import load_module
     from spectral_diffusion.utils.progress import progress_bar
     from spectral_diffusion.utils.images import save_grid, save_samples_npz
-    from spectral_diffusion.utils.validation import ConfigError, check_choice
+    from spectral_diffusion.utils.validation import ConfigError, check_bool, check_choice
 
     if int(cfg.n) < 1:
         raise ConfigError(f"n={cfg.n!r} is invalid; it must be an integer >= 1")
@@ -31,6 +32,14 @@ def sample(cfg: DictConfig) -> Path:
     module = load_module(cfg.ckpt_path).to(device)
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else module.sampler
     validate_sampler(sampler, module.process)
+    angles = rotation_angles(cfg.rotation.angles, cfg.rotation.frames) if cfg.get("rotation") else None
+    if angles is not None:
+        report = sample_rotations(module, sampler, angles, cfg.paths.output_dir, count=int(cfg.n),
+                                  seed=int(cfg.seed), every_step=check_bool("rotation.every_step",
+                                                                            cfg.rotation.every_step),
+                                  use_ema=bool(cfg.use_ema))
+        log.info("rotation frames in %s; frame-to-frame PSNR %.2f dB", report["gif"], report["frame_psnr_mean"])
+        return Path(report["strip"])
     samples = module.generate(int(cfg.n), sampler=sampler, seed=int(cfg.seed), batch_size=int(cfg.batch_size),
                               use_ema=bool(cfg.use_ema), progress=progress_bar("sampling"))
     output_dir = Path(cfg.paths.output_dir)

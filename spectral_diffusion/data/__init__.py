@@ -8,6 +8,7 @@ from spectral_diffusion.data.image_set import ImageSet
 from spectral_diffusion.data.sources import (
     CIFAR10,
     MNIST,
+    MNISTM,
     Digits,
     Faces,
     ImageFolder,
@@ -19,6 +20,7 @@ from spectral_diffusion.data.sources import (
 __all__ = [
     "CIFAR10",
     "MNIST",
+    "MNISTM",
     "DiffusionDataModule",
     "Digits",
     "Faces",

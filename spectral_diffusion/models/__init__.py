@@ -17,6 +17,12 @@ from spectral_diffusion.models.complex_layers import (
     spectral_downsample,
     spectral_upsample,
 )
+from spectral_diffusion.models.filters import (
+    FilteredActivation,
+    FilteredDownsample2d,
+    FilteredUpsample2d,
+    LowpassDesign,
+)
 from spectral_diffusion.models.layers import (
     AttentionBlock,
     Downsample,
@@ -26,9 +32,12 @@ from spectral_diffusion.models.layers import (
     sinusoidal_timestep_embedding,
 )
 from spectral_diffusion.models.unet import UNet
+from spectral_diffusion.models.unet_alias_free import AliasFreeDownsample, AliasFreeUpsample, UNetAliasFree
 from spectral_diffusion.models.unet_spectral import UNetHybrid, UNetSpectral
 
 __all__ = [
+    "AliasFreeDownsample",
+    "AliasFreeUpsample",
     "AttentionBlock",
     "BandFiLM",
     "BandHeadConv2d",
@@ -36,7 +45,11 @@ __all__ = [
     "ComplexConv2d",
     "ComplexGroupNorm",
     "Downsample",
+    "FilteredActivation",
+    "FilteredDownsample2d",
+    "FilteredUpsample2d",
     "FrequencyAttention",
+    "LowpassDesign",
     "ModReLU",
     "ResBlock",
     "SpectralBandAttention",
@@ -44,6 +57,7 @@ __all__ = [
     "SpectralMultiplier",
     "TimestepEmbedding",
     "UNet",
+    "UNetAliasFree",
     "UNetHybrid",
     "UNetSpectral",
     "Upsample",

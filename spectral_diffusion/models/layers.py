@@ -5,6 +5,7 @@ resampling layers. They know nothing of noise schedules: the noise level is one 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,8 @@ class TimestepEmbedding(nn.Module):
 
 class ResBlock(nn.Module):
     """Residual block of DDPM (Ho et al. 2020): GroupNorm -> SiLU -> conv, twice, with the timestep
-    embedding injected between the two convolutions.
+    embedding injected between the two convolutions. ``activation`` builds the nonlinearity of both
+    halves (SiLU; the alias-free UNet injects a filtered one).
 
     With ``use_scale_shift_norm`` the embedding instead modulates the second normalisation,
     ``GroupNorm(h) * (1 + scale) + shift`` (FiLM, Perez et al. 2018; as in improved DDPM,
@@ -66,9 +68,14 @@ class ResBlock(nn.Module):
         dropout: float = 0.0,
         groups: int = 8,
         use_scale_shift_norm: bool = False,
+        activation: Callable[[], nn.Module] = nn.SiLU,
     ):
         super().__init__()
         self.use_scale_shift_norm = use_scale_shift_norm
+        # Parameter-free modules: a filtered activation keeps its filters in non-persistent buffers, so the
+        # state dict is the same whichever activation is injected.
+        self.in_activation = activation()
+        self.out_activation = activation()
         self.in_norm = nn.GroupNorm(groups, in_channels)
         self.in_conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
         embed_out = 2 * out_channels if use_scale_shift_norm else out_channels
@@ -82,14 +89,14 @@ class ResBlock(nn.Module):
             self.skip = nn.Conv2d(in_channels, out_channels, kernel_size=1)
 
     def forward(self, x: Tensor, time_embedding: Tensor) -> Tensor:
-        h = self.in_conv(F.silu(self.in_norm(x)))
+        h = self.in_conv(self.in_activation(self.in_norm(x)))
         embedding = self.time_projection(time_embedding)[:, :, None, None]
         if self.use_scale_shift_norm:
             scale, shift = embedding.chunk(2, dim=1)
             h = self.out_norm(h) * (1 + scale) + shift
         else:
             h = self.out_norm(h + embedding)
-        h = self.out_conv(self.dropout(F.silu(h)))
+        h = self.out_conv(self.dropout(self.out_activation(h)))
         return self.skip(x) + h
 
 

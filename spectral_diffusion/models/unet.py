@@ -5,7 +5,7 @@ A plain network ``f(x, noise_level) -> prediction``; what the prediction means i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -170,7 +170,13 @@ class UNet(nn.Module):
             before the resampling, and after the middle block. ``False`` leaves the network as without it.
         freq_attention_bands: radial bands K of every frequency attention block (equal width in |f|).
         band_heads: K band-specific output heads (``BandHeadConv2d``); 1 is the plain output conv.
+        downsample, upsample: build the resampling between levels from a channel count (``Downsample``,
+            ``Upsample``); subclasses inject others (``UNetAliasFree``), never the config.
+        activation: builds every pointwise nonlinearity of the ResBlocks and the output head (``nn.SiLU``).
     """
+
+    # Constructor arguments through which subclasses inject layers; not config keys.
+    INJECTED_LAYERS = ("downsample", "upsample", "activation")
 
     def __init__(
         self,
@@ -189,6 +195,9 @@ class UNet(nn.Module):
         freq_attention: bool = False,
         freq_attention_bands: int = 4,
         band_heads: int = 1,
+        downsample: Callable[[int], nn.Module] = Downsample,
+        upsample: Callable[[int], nn.Module] = Upsample,
+        activation: Callable[[], nn.Module] = nn.SiLU,
     ):
         super().__init__()
         sizes = check_unet_sizes(in_channels, out_channels, image_size, base_channels, channel_mults,
@@ -225,6 +234,7 @@ class UNet(nn.Module):
                 dropout=dropout,
                 groups=groups,
                 use_scale_shift_norm=use_scale_shift_norm,
+                activation=activation,
             )
             if not attention:
                 return ResAttentionBlock(res_block, None)
@@ -248,11 +258,11 @@ class UNet(nn.Module):
                 blocks.append(make_block(channels, level_out, resolution in attention_resolutions))
                 channels = level_out
                 skip_channels.append(channels)
-            downsample = None
+            downsample_layer = None
             if level < num_downsamplings:
-                downsample = Downsample(channels)
+                downsample_layer = downsample(channels)
                 skip_channels.append(channels)
-            self.down_levels.append(UNetLevel(blocks, downsample, make_frequency_attention(channels, resolution)))
+            self.down_levels.append(UNetLevel(blocks, downsample_layer, make_frequency_attention(channels, resolution)))
 
         self.middle = nn.ModuleList(
             [
@@ -270,10 +280,10 @@ class UNet(nn.Module):
                 block_in = channels + skip_channels.pop()
                 blocks.append(make_block(block_in, level_out, resolution in attention_resolutions))
                 channels = level_out
-            upsample = Upsample(channels) if level > 0 else None
-            self.up_levels.append(UNetLevel(blocks, upsample, make_frequency_attention(channels, resolution)))
+            upsample_layer = upsample(channels) if level > 0 else None
+            self.up_levels.append(UNetLevel(blocks, upsample_layer, make_frequency_attention(channels, resolution)))
 
-        self.out = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
+        self.out = nn.Sequential(nn.GroupNorm(groups, channels), activation(),
                                  output_conv(channels, out_channels, image_size, band_heads))
 
     def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
