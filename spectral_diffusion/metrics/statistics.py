@@ -324,10 +324,15 @@ def knn_radii(features: Tensor, k: int, chunk: int = 1024) -> Tensor:
     return torch.cat(radii)
 
 
-def _coverage(queries: Tensor, support: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
+def inside_manifold(queries: Tensor, support: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
+    """Whether each query lies inside the union of balls of ``radii`` around the ``support`` rows (bool, (N,))."""
     inside = [(torch.cdist(queries[start:start + chunk], support) <= radii[None]).any(dim=1)
               for start in range(0, len(queries), chunk)]
-    return torch.cat(inside).double().mean()
+    return torch.cat(inside)
+
+
+def _coverage(queries: Tensor, support: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
+    return inside_manifold(queries, support, radii, chunk).double().mean()
 
 
 def manifold_precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, float]:

@@ -1,0 +1,156 @@
+"""Bootstrap confidence intervals of two-sample metrics (Efron & Tibshirani 1993, ch. 13, the percentile interval):
+both the real and the generated set are resampled with replacement, the metric recomputed on every resample.
+
+A resample is a vector of counts c (how often each row was drawn, Σc = n), so a metric of features is a weighted
+statistic of the features extracted once: FID from weighted moments, KID from a weighted kernel sum, precision and
+recall from weighted per-sample manifold memberships. Intervals are deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from spectral_diffusion.metrics.quality import FeaturePair, metric_key
+from spectral_diffusion.metrics.statistics import inside_manifold, knn_radii
+
+# Elements of the largest temporary a batched statistic builds at once (float64: 128 MiB).
+CHUNK_ELEMENTS = 2**24
+
+
+def resample_counts(n: int, resamples: int, generator: torch.Generator) -> Tensor:
+    """Counts (resamples, n), float64: row b says how often each of n items is drawn in bootstrap resample b."""
+    draws = torch.randint(n, (resamples, n), generator=generator)
+    return torch.zeros(resamples, n, dtype=torch.float64).scatter_add_(1, draws, torch.ones_like(draws,
+                                                                                                dtype=torch.float64))
+
+
+def percentile_interval(replicates: Tensor, level: float) -> tuple[float, float]:
+    """The (1 − level)/2 and (1 + level)/2 quantiles of the bootstrap replicates (NaN replicates ignored)."""
+    values = replicates[~replicates.isnan()].double()
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0
+    low, high = torch.quantile(values, torch.tensor([tail, 1.0 - tail], dtype=torch.float64))
+    return float(low), float(high)
+
+
+def bootstrap_interval(
+    replicate: Callable[[Tensor, Tensor], Tensor],
+    num_real: int,
+    num_fake: int,
+    *,
+    resamples: int,
+    level: float,
+    seed: int,
+) -> tuple[float, float]:
+    """Percentile interval of a two-sample statistic: ``replicate(real_counts, fake_counts)`` maps counts
+    (B, num_real) and (B, num_fake) to the B replicate values. Real and generated sets are resampled independently
+    from one generator seeded by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    real_counts = resample_counts(num_real, resamples, generator)
+    fake_counts = resample_counts(num_fake, resamples, generator)
+    return percentile_interval(replicate(real_counts, fake_counts), level)
+
+
+def weighted_moments(features: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean (B, D) and unbiased covariance (B, D, D) of ``features`` (N, D) repeated ``counts`` (B, N) times:
+    Σ = (Σ_i c_i x_i x_iᵀ − n μ μᵀ) / (n − 1), as torchmetrics' FID computes it for an unweighted set."""
+    features = features.double()
+    counts = counts.to(features.device)
+    n = counts.sum(dim=1)
+    mean = counts @ features / n[:, None]
+    width = features.shape[1]
+    chunk = max(1, CHUNK_ELEMENTS // (width * len(features)))
+    second = torch.cat([(features.T[None] * block[:, None, :]) @ features for block in counts.split(chunk)])
+    covariance = (second - n[:, None, None] * mean[:, :, None] * mean[:, None, :]) / (n - 1)[:, None, None]
+    return mean, covariance
+
+
+def frechet_distance(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) -> Tensor:
+    """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½) (Heusel et al. 2017, Eq. 6; Dowson & Landau 1982), batched over
+    leading dimensions; tr (Σ₁Σ₂)^½ is the sum of the square roots of the eigenvalues of Σ₁Σ₂ (real parts)."""
+    trace_sqrt = torch.linalg.eigvals(cov1 @ cov2).sqrt().real.sum(dim=-1)
+    return ((mean1 - mean2).square().sum(dim=-1) + cov1.diagonal(dim1=-2, dim2=-1).sum(-1)
+            + cov2.diagonal(dim1=-2, dim2=-1).sum(-1) - 2 * trace_sqrt)
+
+
+def fid_replicates(real: Tensor, fake: Tensor, real_counts: Tensor, fake_counts: Tensor) -> Tensor:
+    """FID of every resample pair (B,)."""
+    real_mean, real_cov = weighted_moments(real, real_counts)
+    fake_mean, fake_cov = weighted_moments(fake, fake_counts)
+    return frechet_distance(real_mean, real_cov, fake_mean, fake_cov).cpu()
+
+
+def _kernel_forms(left: Tensor, right: Tensor, left_counts: Tensor, right_counts: Tensor) -> Tensor:
+    """cᵀ K c' for every resample b, K_ij = (x_i·y_j / D + 1)³, K built in row blocks (never held whole)."""
+    width = left.shape[1]
+    rows = max(1, CHUNK_ELEMENTS // max(len(right), len(left_counts)))
+    total = torch.zeros(len(left_counts), dtype=torch.float64, device=left.device)
+    for start in range(0, len(left), rows):
+        kernel = (left[start:start + rows] @ right.T / width + 1.0) ** 3
+        total += ((left_counts[:, start:start + rows] @ kernel) * right_counts).sum(dim=1)
+    return total
+
+
+def kid_replicates(real: Tensor, fake: Tensor, real_counts: Tensor, fake_counts: Tensor) -> Tensor:
+    """Unbiased MMD² with KID's cubic kernel (Bińkowski et al. 2018, Eq. 3) of every resample pair (B,).
+
+    Pairs of draws of the same item would add k(x, x) to the within-set sums (the bias the unbiased estimator
+    removes), so they are left out: Σ_{i≠j} c_i c_j k_ij over n² − Σ c_i² pairs. With all counts 1 this is the
+    unbiased MMD² of the two whole sets.
+    """
+    real, fake = real.double(), fake.double()
+    real_counts, fake_counts = real_counts.to(real.device), fake_counts.to(real.device)
+    width = real.shape[1]
+
+    def within(features: Tensor, counts: Tensor) -> Tensor:
+        self_kernel = ((features * features).sum(dim=1) / width + 1.0) ** 3
+        pairs = counts.sum(dim=1) ** 2 - counts.square().sum(dim=1)
+        return (_kernel_forms(features, features, counts, counts) - counts.square() @ self_kernel) / pairs
+
+    cross = _kernel_forms(real, fake, real_counts, fake_counts) / (real_counts.sum(1) * fake_counts.sum(1))
+    return (within(real, real_counts) + within(fake, fake_counts) - 2 * cross).cpu()
+
+
+def weighted_fraction(flags: Tensor, counts: Tensor) -> Tensor:
+    """Fraction of flagged items in every resample (B,): Σ c_i f_i / Σ c_i."""
+    counts = counts.to(flags.device)
+    return (counts @ flags.double() / counts.sum(dim=1)).cpu()
+
+
+def feature_intervals(
+    features: FeaturePair,
+    *,
+    resamples: int,
+    level: float,
+    seed: int,
+    precision_recall_k: int | None = None,
+    prefix: str | None = None,
+) -> dict[str, float]:
+    """``<key>_ci_low`` and ``<key>_ci_high`` of FID, KID and (with ``precision_recall_k``) precision and recall
+    for a feature pair, under the keys of ``metrics.quality.metric_key``.
+
+    KID's interval is that of the unbiased MMD² of the whole sets (``kid_replicates``), which the point KID (a mean
+    over random subsets) estimates too. Precision and recall resample the per-sample memberships with each manifold
+    (the k-NN balls of the other set) held fixed: the interval covers the sampling of the scored set, not of the
+    manifold's own radii (a bootstrap with repeated rows would shrink k-NN radii to zero).
+    """
+    real, fake = features.real.double(), features.fake.double()
+    replicates: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+        "fid": lambda rc, fc: fid_replicates(real, fake, rc, fc),
+        "kid": lambda rc, fc: kid_replicates(real, fake, rc, fc),
+    }
+    if precision_recall_k is not None and min(len(real), len(fake)) > precision_recall_k:
+        in_real = inside_manifold(fake, real, knn_radii(real, precision_recall_k))
+        in_fake = inside_manifold(real, fake, knn_radii(fake, precision_recall_k))
+        replicates["precision"] = lambda rc, fc: weighted_fraction(in_real, fc)
+        replicates["recall"] = lambda rc, fc: weighted_fraction(in_fake, rc)
+    intervals = {}
+    for metric, replicate in replicates.items():
+        low, high = bootstrap_interval(replicate, len(real), len(fake), resamples=resamples, level=level, seed=seed)
+        key = metric_key(metric, features.name, len(fake), prefix)
+        intervals[f"{key}_ci_low"], intervals[f"{key}_ci_high"] = low, high
+    return intervals
