@@ -74,10 +74,22 @@ def test_kid_replicate_leaves_out_pairs_of_the_same_item():
     assert kid_replicates(real, fake, real_counts, fake_counts).item() == pytest.approx(expected, rel=1e-9)
 
 
-def test_percentile_interval_is_numpy_quantiles():
+def test_percentile_interval_is_numpy_quantiles_shifted_by_the_bootstrap_bias():
     values = torch.arange(101, dtype=torch.float64)
     assert percentile_interval(values, 0.9) == pytest.approx((5.0, 95.0))
     assert percentile_interval(torch.tensor([float("nan"), 1.0, 3.0]), 0.5) == pytest.approx((1.5, 2.5))
+    # mean of the replicates 50, point 40: the bootstrap says the statistic runs 10 high, the interval moves down
+    assert percentile_interval(values, 0.9, point=40.0) == pytest.approx((-5.0, 85.0))
+
+
+def test_fid_interval_of_identical_sets_holds_zero():
+    """Resampling inflates FID (repeated rows); the bias shift keeps the interval of FID 0 around 0."""
+    features = FeaturePair("toy", gaussian_features(150, 4, seed=3), gaussian_features(150, 4, seed=3))
+    intervals = feature_intervals(features, resamples=200, level=0.95, seed=0)
+    assert intervals["fid_toy@150_ci_low"] < 0 < intervals["fid_toy@150_ci_high"]
+    generator = torch.Generator().manual_seed(0)
+    counts = resample_counts(150, 200, generator), resample_counts(150, 200, generator)
+    assert torch.all(fid_replicates(features.real, features.fake, *counts) > 0)  # the unshifted replicates
 
 
 def test_interval_coverage_of_a_mean_difference_is_close_to_nominal():

@@ -73,7 +73,16 @@ METRIC_NAMES: tuple[MetricName, ...] = (
     MetricName("kid_std_<extractor>@<n>", "std of KID over random subsets"),
     MetricName("kid_<extractor>@<n>",
                "kernel inception distance (Bińkowski et al. 2018) of {extractor} features, {n} generated"),
+    MetricName("fid_inf_<extractor>",
+               "FID∞ (Chong & Forsyth 2020): FID of {extractor} features on random generated subsets of 10 sizes from "
+               "a fifth of the set to all of it, extrapolated linearly in 1/N to 1/N → 0; compares across sample "
+               "counts"),
     MetricName("<extractor>_accuracy", "held-out accuracy of the {extractor} feature network"),
+    MetricName("recognisable_real_<extractor>@<n>",
+               "fraction of {n} held-out real images the {extractor} assigns to one class with probability ≥ 0.9: "
+               "a perfect model's recognisability"),
+    MetricName("recognisable_<extractor>@<n>",
+               "fraction of {n} generated images the {extractor} assigns to one class with probability ≥ 0.9"),
     # the run
     MetricName("objective", "the value returned to the caller (optimized_metric)"),
     MetricName("global_step", "optimizer steps trained"),
@@ -131,8 +140,25 @@ def metric_name(key: str) -> MetricName | None:
     return next((row for row in METRIC_NAMES if row.regex.fullmatch(key)), None)
 
 
+# The ends of a bootstrap confidence interval (metrics.bootstrap) of the metric whose key precedes them.
+INTERVAL_SUFFIXES = {"_ci_low": "lower", "_ci_high": "upper"}
+
+
+def interval_of(key: str) -> tuple[str, str] | None:
+    """``(metric key, "lower" | "upper")`` for ``<key>_ci_low`` / ``<key>_ci_high``; None for any other key."""
+    for suffix, end in INTERVAL_SUFFIXES.items():
+        if key.endswith(suffix):
+            return key[: -len(suffix)], end
+    return None
+
+
 def describe(key: str) -> str:
     """The one-line definition of a metric key for report.md ("" when none is known)."""
+    interval = interval_of(key)
+    if interval is not None:
+        metric, end = interval
+        return (f"{end} end of the percentile bootstrap interval (``evaluation.level``, ``evaluation.bootstrap`` "
+                f"resamples of both sets) of {metric}")
     row = metric_name(key)
     return row.describe(key) if row is not None else ""
 
