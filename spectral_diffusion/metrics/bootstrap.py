@@ -82,8 +82,12 @@ def weighted_moments(features: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
 
 def frechet_distance(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) -> Tensor:
     """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½) (Heusel et al. 2017, Eq. 6; Dowson & Landau 1982), batched over
-    leading dimensions; tr (Σ₁Σ₂)^½ is the sum of the square roots of the eigenvalues of Σ₁Σ₂ (real parts)."""
-    trace_sqrt = torch.linalg.eigvals(cov1 @ cov2).sqrt().real.sum(dim=-1)
+    leading dimensions. tr (Σ₁Σ₂)^½ is Σ √λ over the eigenvalues λ of the symmetric Σ₁^½ Σ₂ Σ₁^½ (similar to Σ₁Σ₂),
+    computed with two symmetric eigendecompositions, several times faster than the general one torchmetrics uses;
+    round-off negatives count as 0 (torchmetrics: the real part of their complex root, also 0)."""
+    values, vectors = torch.linalg.eigh(cov1)
+    root1 = (vectors * values.clamp_min(0).sqrt()[..., None, :]) @ vectors.transpose(-2, -1)
+    trace_sqrt = torch.linalg.eigvalsh(root1 @ cov2 @ root1).clamp_min(0).sqrt().sum(dim=-1)
     return ((mean1 - mean2).square().sum(dim=-1) + cov1.diagonal(dim1=-2, dim2=-1).sum(-1)
             + cov2.diagonal(dim1=-2, dim2=-1).sum(-1) - 2 * trace_sqrt)
 
