@@ -6,6 +6,7 @@ import pytest
 import torch
 from scipy import linalg
 
+from spectral_diffusion.metrics.battery import evaluate_battery
 from spectral_diffusion.metrics.bootstrap import (
     bootstrap_interval,
     feature_intervals,
@@ -13,9 +14,12 @@ from spectral_diffusion.metrics.bootstrap import (
     kid_replicates,
     percentile_interval,
     resample_counts,
+    streaming_intervals,
     weighted_fraction,
 )
 from spectral_diffusion.metrics.quality import FeaturePair, feature_distances
+from spectral_diffusion.metrics.statistics import PixelHistogram
+from spectral_diffusion.metrics.texture import GradientMagnitude
 
 
 def gaussian_features(n, dim, shift=0.0, seed=0):
@@ -122,3 +126,49 @@ def test_feature_interval_contains_the_point_value_and_is_deterministic():
     assert set(first) == {f"{m}_toy@100_ci_{s}" for m in ("fid", "kid", "precision", "recall") for s in ("low", "high")}
     for metric in ("precision", "recall"):
         assert 0 <= first[f"{metric}_toy@100_ci_low"] <= first[f"{metric}_toy@100_ci_high"] <= 1
+
+
+def random_images(n, seed, scale=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 8, 8, generator=generator) * 2 - 1) * scale
+
+
+def test_streaming_interval_of_a_mean_matches_the_normal_theory_interval():
+    """gradient_magnitude_fake is the mean over 400 images of a per-image value: its 95 % bootstrap interval must
+    match mean ± 1.96 s/√n computed with numpy.gradient (within 15 % in half-width; the bootstrap sd itself has a
+    relative error of about 1/√(2·1000) = 2 % and the normal approximation is close at n = 400)."""
+    real, fake = random_images(300, 0), random_images(400, 1, scale=0.5)
+    intervals = streaming_intervals([GradientMagnitude()], real, fake, resamples=1000, level=0.95, seed=0, blocks=400)
+    gradient_y, gradient_x = np.gradient(fake[:, 0].double().numpy(), axis=(1, 2))
+    per_image = np.sqrt(gradient_y**2 + gradient_x**2).mean(axis=(1, 2))
+    half_width = 1.96 * per_image.std(ddof=1) / np.sqrt(len(per_image))
+    low, high = intervals["gradient_magnitude_fake_ci_low"], intervals["gradient_magnitude_fake_ci_high"]
+    assert (low + high) / 2 == pytest.approx(per_image.mean(), abs=0.1 * half_width)
+    assert (high - low) / 2 == pytest.approx(half_width, rel=0.15)
+    assert intervals["gradient_magnitude_ratio_ci_low"] < 0.5 < intervals["gradient_magnitude_ratio_ci_high"] * 1.05
+
+
+def test_streaming_intervals_do_not_depend_on_batch_size_and_leave_metrics_reset():
+    real, fake = random_images(60, 2), random_images(50, 3, scale=0.8)
+    metric = PixelHistogram(32)
+    first = streaming_intervals([metric], real, fake, resamples=50, level=0.9, seed=4, batch_size=7, blocks=20)
+    second = streaming_intervals([PixelHistogram(32)], real, fake, resamples=50, level=0.9, seed=4, batch_size=64,
+                                 blocks=20)
+    assert first.keys() == second.keys() == {f"{key}_ci_{end}" for key in ("js_divergence", "wasserstein")
+                                             for end in ("low", "high")}
+    for key, value in first.items():
+        assert second[key] == pytest.approx(value, rel=1e-9, abs=1e-12)
+    assert float(metric.histogram_real.sum()) == 0  # reset
+
+
+def test_battery_intervals_bracket_the_point_values_and_name_what_has_none():
+    real, fake = random_images(40, 5), random_images(40, 6, scale=0.7)
+    config = {"groups": ["spectral", "texture", "statistics", "classifier_auc"], "classifier_epochs": 1}
+    result = evaluate_battery(real, fake, config=config, resamples=50, level=0.95, bootstrap_seed=1, batch_size=16)
+    metrics = result.metrics
+    for key in ("spectral_mse", "hf_energy_ratio", "glcm_contrast_ratio", "js_divergence", "severity"):
+        assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"], key
+    assert "classifier_auc_ci_low" not in metrics and "classifier_auc_ci" in result.skipped
+    plain = evaluate_battery(real, fake, config=config, batch_size=16)
+    assert not any(key.endswith("_ci_low") for key in plain.metrics)
+    assert plain.metrics["spectral_mse"] == metrics["spectral_mse"]

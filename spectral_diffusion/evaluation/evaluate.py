@@ -86,7 +86,8 @@ def evaluate_images(
     figures: dict[str, Figure] = {}
     if evaluation.battery:
         result = evaluate_battery(real, fake, features=features, config=options, device=device, batch_size=batch_size,
-                                  kid_subset_size=evaluation.kid_subset_size)
+                                  kid_subset_size=evaluation.kid_subset_size, resamples=evaluation.bootstrap,
+                                  level=evaluation.level, bootstrap_seed=evaluation.seed)
         results.update(result.metrics)
         skipped.update({name: name_battery_key(reason, "evaluation.battery_options")
                         for name, reason in result.skipped.items()})

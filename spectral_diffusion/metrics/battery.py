@@ -28,6 +28,7 @@ from spectral_diffusion.metrics.lpips_metric import (
     LPIPSDiversity,
     load_lpips,
 )
+from spectral_diffusion.metrics.bootstrap import has_sum_states, streaming_intervals
 from spectral_diffusion.metrics.quality import FeaturePair, feature_distances, metric_key
 from spectral_diffusion.metrics.spectral import (
     BandStatistics,
@@ -47,6 +48,11 @@ from spectral_diffusion.spectral.frequency import radial_frequency
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_int_list, check_range
 
 GROUPS = ("features", "spectral", "wavelet", "bands", "texture", "statistics", "fdr", "classifier_auc", "lpips")
+# Why these battery metrics carry no bootstrap interval.
+NO_INTERVAL = {
+    "classifier_auc": "no interval: each resample would retrain the real-vs-generated CNN",
+    "lpips_diversity": "no interval: each resample would rerun LPIPS on its random pairs",
+}
 # The real-vs-generated classifier needs a training and a held-out part of each set.
 MIN_CLASSIFIER_IMAGES = 4
 
@@ -287,12 +293,20 @@ def _feature_metrics(features: FeaturePair, config: BatteryConfig, kid_subset_si
 
 def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | FeaturePair | None = None,
                      config: BatteryConfig | Mapping | None = None, device: str | torch.device = "cpu",
-                     batch_size: int = 256, kid_subset_size: int | None = None) -> BatteryResult:
+                     batch_size: int = 256, kid_subset_size: int | None = None, resamples: int | None = None,
+                     level: float = 0.95, bootstrap_seed: int = 0) -> BatteryResult:
     """Run every enabled group of the battery on ``real`` vs generated ``fake`` images (keys: see the module
     docstring). ``features`` is an extractor from ``metrics.features`` (extracted here), the ``FeaturePair``
     of these two sets when the caller has extracted them already, or None (the features group is skipped).
     KID uses subsets of ``kid_subset_size`` features (``feature_distances``). Streaming metrics see the images
     in batches of ``batch_size``.
+
+    With ``resamples``, every value of the streaming groups (spectral, wavelet, bands, texture, statistics, fdr) and
+    severity gets a bootstrap interval at ``level`` (``<key>_ci_low``, ``<key>_ci_high``; ``metrics.bootstrap.
+    streaming_intervals``, seeded by ``bootstrap_seed``), severity's with classifier_auc and LPIPS held at their point
+    values. classifier_auc (a CNN trained per call: one per resample is unaffordable) and LPIPS diversity (random
+    pairs, a cost per resample like the point value's) get none, and ``skipped`` says so; the features group's
+    intervals come from ``metrics.bootstrap.feature_intervals``.
     """
     config = BatteryConfig.from_config(config)
     _check_image_sets(real, fake)
@@ -342,6 +356,18 @@ def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | Featur
         seconds["lpips"] = time.perf_counter() - start
 
     metrics.update(severity(metrics))
+    if resamples is not None:
+        start = time.perf_counter()
+        resampled = [metric for group, group_metrics in streaming.items() if group not in skipped
+                     for metric in group_metrics if has_sum_states(metric)]
+        point = dict(metrics)
+        metrics.update(streaming_intervals(resampled, real, fake, resamples=resamples, level=level,
+                                           seed=bootstrap_seed, batch_size=batch_size,
+                                           derived=lambda values: severity({**point, **values})))
+        for name in ("classifier_auc", "lpips_diversity"):
+            if name in metrics:
+                skipped[f"{name}_ci"] = NO_INTERVAL[name]
+        seconds["bootstrap"] = time.perf_counter() - start
     return BatteryResult(metrics=metrics, skipped=skipped, figures_data=figures_data, seconds=seconds)
 
 

@@ -169,3 +169,76 @@ def feature_intervals(
         key = metric_key(metric, features.name, len(fake), prefix)
         intervals[f"{key}_ci_low"], intervals[f"{key}_ci_high"] = low, high
     return intervals
+
+
+def _block_states(metric, images: Tensor, blocks: list[Tensor], split: str, batch_size: int) -> dict[str, Tensor]:
+    """The ``split`` states of a sum-state metric after each block of images alone, stacked (G, ...)."""
+    stacked: dict[str, list[Tensor]] = {}
+    for block in blocks:
+        metric.reset()
+        for chunk in images[block].split(batch_size):
+            metric.update(chunk, real=split == "real")
+        for name, value in metric.metric_state.items():
+            if name.endswith(f"_{split}"):
+                stacked.setdefault(name, []).append(value.detach().clone())
+    metric.reset()
+    return {name: torch.stack(values) for name, values in stacked.items()}
+
+
+def has_sum_states(metric) -> bool:
+    """Whether every state of a torchmetrics Metric is a tensor (summed), none a list (concatenated samples)."""
+    return all(isinstance(value, Tensor) for value in metric.metric_state.values())
+
+
+def streaming_intervals(
+    metrics: list,
+    real: Tensor,
+    fake: Tensor,
+    *,
+    resamples: int,
+    level: float,
+    seed: int,
+    batch_size: int = 256,
+    blocks: int = 200,
+    derived: Callable[[dict[str, float]], dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """``<key>_ci_low``/``<key>_ci_high`` of every value of streaming two-sample ``metrics`` (torchmetrics Metrics with
+    ``update(images, real)`` and summed states only; see ``has_sum_states``) by resampling images.
+
+    Each set is shuffled (seeded) into ``blocks`` blocks of nearly equal size and every block's state contribution is
+    recorded once; a resample draws blocks with replacement and its states are the count-weighted sums, from which
+    each metric's ``compute`` runs again. Blocks of randomly assigned images are independent and identically
+    distributed, so resampling them gives the variance of the whole-set sums (a batch-means bootstrap) at the cost of
+    ``blocks`` updates, not ``resamples`` passes over the images. ``derived(values)`` adds values computed from the
+    metrics' values (severity) to every replicate. The metrics are left reset.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    partitions = {split: list(torch.randperm(len(images), generator=generator).tensor_split(min(blocks, len(images))))
+                  for split, images in (("real", real), ("fake", fake))}
+    states = [{**_block_states(metric, real, partitions["real"], "real", batch_size),
+               **_block_states(metric, fake, partitions["fake"], "fake", batch_size)} for metric in metrics]
+    counts = {split: resample_counts(len(partitions[split]), resamples, generator) for split in partitions}
+    ones = {split: torch.ones(1, len(partitions[split]), dtype=torch.float64) for split in partitions}
+
+    def replicate(weights: dict[str, Tensor], row: int) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for metric, metric_states in zip(metrics, states):
+            for name, stacked in metric_states.items():
+                weight = weights[name.rsplit("_", 1)[1]][row].to(stacked)
+                setattr(metric, name, torch.tensordot(weight, stacked, dims=1))
+            values.update(type(metric).compute(metric))  # the unwrapped compute: no cache, no update-count check
+        if derived is not None:
+            values.update(derived(values))
+        return values
+
+    point = replicate(ones, 0)
+    replicates = [replicate(counts, row) for row in range(resamples)]
+    for metric in metrics:
+        metric.reset()
+    intervals = {}
+    for key, value in point.items():
+        if isinstance(value, float) or isinstance(value, int) and not isinstance(value, bool):
+            low, high = percentile_interval(torch.tensor([values[key] for values in replicates], dtype=torch.float64),
+                                            level, float(value))
+            intervals[f"{key}_ci_low"], intervals[f"{key}_ci_high"] = low, high
+    return intervals
