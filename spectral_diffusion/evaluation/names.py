@@ -117,6 +117,15 @@ METRIC_NAMES: tuple[MetricName, ...] = (
     MetricName("glcm_correlation_{real,fake,diff}", _GLCM, "texture"),
     MetricName("gradient_magnitude_{real,fake,ratio}", "mean √(∂x² + ∂y²) per pixel (central differences).",
                "texture"),
+    MetricName("boundary_sharpness_{real,fake,ratio}", "mean gradient magnitude √(∂x² + ∂y²) (numpy.gradient) on "
+               "foreground boundary pixels: either side of a 4-neighbour edge across ``boundary_threshold``.",
+               "structure"),
+    MetricName("spatial_correlation_{real,fake,ratio}", "mean over images, channels, both axes and lags "
+               "1..``correlation_lags`` of the correlation of each pixel with its neighbour at that lag.",
+               "structure"),
+    MetricName("background_{std,deviation}_{real,fake}", "on the positions whose real mean lies within "
+               "``background_tolerance`` of the smallest real mean m (the data minimum): pooled std of the pixel "
+               "values, and |their mean − m|.", "structure"),
     MetricName("js_divergence", "Jensen–Shannon divergence (bits, in [0, 1]) of the pixel-intensity histograms.",
                "statistics"),
     MetricName("wasserstein", "1-Wasserstein distance of the pixel-intensity distributions (pixel units, ≤ 2).",

@@ -2,7 +2,7 @@
 images against real ones, in one call (``evaluate_battery``) with its figures (``battery_figures``).
 
 Images are [-1, 1] float tensors (N, C, H, W). Groups (``battery.groups``): features (FID, KID and
-improved precision/recall of extractor features), spectral, wavelet, bands, texture, statistics, fdr,
+improved precision/recall of extractor features), spectral, wavelet, bands, texture, structure, statistics, fdr,
 classifier_auc, lpips, and severity (always). "ratio" is always generated / real and 1 is ideal, "diff" is
 generated − real and 0 is ideal. Every key each group reports, with its definition and paper, is listed in
 ``spectral_diffusion.evaluation.names.METRIC_NAMES``.
@@ -42,12 +42,14 @@ from spectral_diffusion.metrics.statistics import (
     PixelTests,
     manifold_precision_recall,
 )
+from spectral_diffusion.metrics.structure import Background, BoundarySharpness, SpatialCorrelation
 from spectral_diffusion.metrics.texture import GLCMTexture, GradientMagnitude
 from spectral_diffusion.spectral.bands import MAX_RADIUS, band_edges
 from spectral_diffusion.spectral.frequency import radial_frequency
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_int_list, check_range
 
-GROUPS = ("features", "spectral", "wavelet", "bands", "texture", "statistics", "fdr", "classifier_auc", "lpips")
+GROUPS = ("features", "spectral", "wavelet", "bands", "texture", "structure", "statistics", "fdr", "classifier_auc",
+          "lpips")
 # Why these battery metrics carry no bootstrap interval.
 NO_INTERVAL = {
     "classifier_auc": "no interval: each resample would retrain the real-vs-generated CNN",
@@ -91,6 +93,9 @@ class BatteryConfig:
     glcm_levels: int = 32
     glcm_distances: list[int] = field(default_factory=lambda: [1])
     glcm_angles: list[float] = field(default_factory=lambda: [0.0, 45.0, 90.0, 135.0])
+    boundary_threshold: float = 0.0
+    correlation_lags: int = 2
+    background_tolerance: float = 0.02
     histogram_bins: int = 256
     fdr_alpha: float = 0.05
     classifier_epochs: int = 5
@@ -125,6 +130,13 @@ class BatteryConfig:
         if not self.glcm_angles or not all(map(_is_number, self.glcm_angles)):
             raise ConfigError(f"battery.glcm_angles={self.glcm_angles} is invalid; give a non-empty list of angles "
                               "in degrees")
+        if not _is_number(self.boundary_threshold) or not -1 < self.boundary_threshold < 1:
+            raise ConfigError(f"battery.boundary_threshold={self.boundary_threshold!r} is invalid; it must lie "
+                              "strictly inside (-1, 1)")
+        check_int("battery.correlation_lags", self.correlation_lags, 1)
+        if not _is_number(self.background_tolerance) or not 0 <= self.background_tolerance < 2:
+            raise ConfigError(f"battery.background_tolerance={self.background_tolerance!r} is invalid; it must lie "
+                              "in [0, 2)")
         check_int("battery.histogram_bins", self.histogram_bins, 2)
         if not _is_number(self.fdr_alpha) or not 0 < self.fdr_alpha < 1:
             raise ConfigError(f"battery.fdr_alpha={self.fdr_alpha!r} is invalid; it must lie strictly inside (0, 1)")
@@ -157,6 +169,9 @@ class BatteryConfig:
             if self.wavelet_levels > deepest:
                 raise ConfigError(f"battery.wavelet_levels={self.wavelet_levels!r} is invalid; for {self.wavelet} "
                                   f"on {height}x{width} images it must be an integer in [1, {deepest}]")
+        if "structure" in self.groups and self.correlation_lags >= min(height, width):
+            raise ConfigError(f"battery.correlation_lags={self.correlation_lags} must be below the image size "
+                              f"{height}x{width}")
         if "texture" in self.groups and max(self.glcm_distances) >= max(height, width):
             raise ConfigError(f"battery.glcm_distances={list(self.glcm_distances)} must be below the image size "
                               f"{height}x{width}")
@@ -184,6 +199,9 @@ class BatteryConfig:
             "bands": lambda: [BandStatistics(height, width, self.num_bands, **local)],
             "texture": lambda: [GLCMTexture(self.glcm_levels, self.glcm_distances, self.glcm_angles, **local),
                                 GradientMagnitude(**local)],
+            "structure": lambda: [BoundarySharpness(self.boundary_threshold, **local),
+                                  SpatialCorrelation(self.correlation_lags, **local),
+                                  Background(image_shape, self.background_tolerance, **local)],
             "statistics": lambda: [PixelHistogram(self.histogram_bins, **local)],
             "fdr": lambda: [PixelTests(image_shape, self.fdr_alpha, **local)],
             "classifier_auc": lambda: [ClassifierAUC(self.classifier_epochs, self.classifier_heldout, self.seed,
@@ -229,11 +247,15 @@ def severity(metrics: Mapping[str, float]) -> dict[str, float]:
       wavelet     = u(mean over levels and lh/hl/hh of ℓ(wavelet_<o>_ratio_l<l>))
       texture     = u(mean of ℓ(glcm_contrast_ratio), ℓ(glcm_dissimilarity_ratio),
                       ℓ(gradient_magnitude_ratio), |glcm_correlation_diff|)
+      boundary    = u(ℓ(boundary_sharpness_ratio))
+      correlation = u(ℓ(spatial_correlation_ratio))
       js          = js_divergence                                   (bits, already in [0, 1])
       wasserstein = wasserstein / 2                                 (pixel range 2)
       fdr         = fdr_fraction
       classifier  = 2 |classifier_auc − 0.5|
-    severity = mean of the available components (NaN-free: a missing component is left out).
+    severity = mean of the available components (NaN-free: a missing component is left out). The background
+    values (structure group) have no component: their natural scale is the real background's spread, which can
+    be exactly 0 (MNIST), so a ratio is undefined and any other scale would be arbitrary.
     Returns ``severity`` and ``severity_<component>``; an empty dict when no component is available.
     """
     components = {}
@@ -253,6 +275,9 @@ def severity(metrics: Mapping[str, float]) -> dict[str, float]:
         if "gradient_magnitude_ratio" in metrics:
             texture.append(_log_ratio(metrics["gradient_magnitude_ratio"]))
         components["texture"] = _discrepancy(sum(texture) / len(texture))
+    if "boundary_sharpness_ratio" in metrics:
+        components["boundary"] = _discrepancy(_log_ratio(metrics["boundary_sharpness_ratio"]))
+        components["correlation"] = _discrepancy(_log_ratio(metrics["spatial_correlation_ratio"]))
     if "js_divergence" in metrics:
         components["js"] = min(1.0, metrics["js_divergence"])
         components["wasserstein"] = min(1.0, metrics["wasserstein"] / 2.0)
