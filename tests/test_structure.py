@@ -4,7 +4,8 @@ size invariance, and the direction of known degradations."""
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
+from scipy import ndimage, stats
+from skimage.feature import graycomatrix, graycoprops
 from skimage.segmentation import find_boundaries
 
 from spectral_diffusion.metrics.battery import BatteryConfig, evaluate_battery, severity
@@ -15,6 +16,8 @@ from spectral_diffusion.metrics.structure import (
     boundary_mask,
     lag_correlations,
 )
+from spectral_diffusion.metrics.statistics import GREY_LEVEL, ClassifierAUC
+from spectral_diffusion.metrics.texture import TextureKS, ks_statistic
 from spectral_diffusion.utils.validation import ConfigError
 
 
@@ -104,3 +107,45 @@ def test_structure_group_in_the_battery_and_severity():
         BatteryConfig(groups=["structure"], correlation_lags=12).check_image_shape((1, 12, 12))
     with pytest.raises(ConfigError, match="battery.boundary_threshold"):
         BatteryConfig(boundary_threshold=1.5)
+
+
+def test_ks_statistic_is_scipys_including_ties():
+    rng = np.random.default_rng(10)
+    for first, second in [(rng.normal(size=30), rng.normal(0.5, size=45)),
+                          (rng.integers(0, 4, 20).astype(float), rng.integers(0, 5, 17).astype(float))]:
+        expected = stats.ks_2samp(first, second).statistic
+        assert ks_statistic(torch.from_numpy(first), torch.from_numpy(second)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_texture_ks_equals_scipy_on_scikit_image_per_image_values_and_is_batch_invariant():
+    real = strokes(12, 11).float()
+    fake = (real + torch.from_numpy(np.random.default_rng(12).normal(0, 0.4, real.shape)).float()).clamp(-1, 1)
+    metric = run(TextureKS(levels=8, distances=[1], angles=[0.0, 90.0]), real, fake, 5)
+    assert metric == pytest.approx(run(TextureKS(levels=8, distances=[1], angles=[0.0, 90.0]), real, fake, 100))
+
+    def contrast(images):
+        values = []
+        for image in images.numpy()[:, 0]:
+            levels = np.clip(np.floor((np.clip(image, -1, 1) + 1) * 4), 0, 7).astype(np.uint8)
+            matrix = graycomatrix(levels, [1], [0.0, np.pi / 2], levels=8, symmetric=True, normed=True)
+            values.append(graycoprops(matrix, "contrast").mean())
+        return np.array(values)
+
+    assert metric["texture_ks_contrast"] == pytest.approx(stats.ks_2samp(contrast(fake), contrast(real)).statistic)
+    gradient = [np.sqrt(sum(g**2 for g in np.gradient(x.numpy()[:, 0].astype(np.float64), axis=(1, 2))))
+                .mean(axis=(1, 2)) for x in (fake, real)]
+    assert metric["texture_ks_gradient_magnitude"] == pytest.approx(stats.ks_2samp(*gradient).statistic)
+    assert metric["texture_ks"] == pytest.approx(np.mean([metric[f"texture_ks_{name}"] for name in
+                                                          ("contrast", "dissimilarity", "correlation",
+                                                           "gradient_magnitude")]))
+    assert run(TextureKS(levels=8), real, real, 4)["texture_ks"] == 0.0
+
+
+def test_dithered_classifier_auc_adds_one_grey_level_of_noise():
+    real, fake = strokes(16, 13).float(), strokes(16, 14).float()
+    plain = run(ClassifierAUC(epochs=1, seed=3), real, fake, 8)
+    dithered = run(ClassifierAUC(epochs=1, seed=3, dither=GREY_LEVEL), real, fake, 8)
+    assert set(plain) == {"classifier_auc"} and set(dithered) == {"classifier_auc_dithered"}
+    assert 0 <= dithered["classifier_auc_dithered"] <= 1
+    assert dithered == run(ClassifierAUC(epochs=1, seed=3, dither=GREY_LEVEL), real, fake, 16)  # seeded dither
+    assert severity({"classifier_auc_dithered": 0.75})["severity_classifier_dithered"] == pytest.approx(0.5)

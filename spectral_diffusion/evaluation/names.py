@@ -115,6 +115,10 @@ METRIC_NAMES: tuple[MetricName, ...] = (
                "resultant length of the phase at one frequency across images (0: random phases).", "bands"),
     MetricName("glcm_{contrast,dissimilarity}_{real,fake,ratio}", _GLCM, "texture"),
     MetricName("glcm_correlation_{real,fake,diff}", _GLCM, "texture"),
+    MetricName("texture_ks_{contrast,dissimilarity,correlation,gradient_magnitude}", "two-sample Kolmogorov–Smirnov "
+               "statistic between generated and real per-image values of that texture feature.", "texture"),
+    MetricName("texture_ks", "mean of the four texture_ks_<feature> statistics (0: same per-image distributions).",
+               "texture"),
     MetricName("gradient_magnitude_{real,fake,ratio}", "mean √(∂x² + ∂y²) per pixel (central differences).",
                "texture"),
     MetricName("boundary_sharpness_{real,fake,ratio}", "mean gradient magnitude √(∂x² + ∂y²) (numpy.gradient) on "
@@ -135,6 +139,9 @@ METRIC_NAMES: tuple[MetricName, ...] = (
                "spread alone is seen by js_divergence / texture, not here).", "fdr"),
     MetricName("classifier_auc", "held-out ROC AUC of a small CNN trained (``classifier_epochs``) to tell generated "
                "from real images; 0.5 = indistinguishable, 1 = perfectly separable.", "classifier_auc"),
+    MetricName("classifier_auc_dithered", "classifier_auc with uniform noise of one grey level (2/255) added to both "
+               "sets first: what remains once 8-bit quantisation of the real images can no longer give them away.",
+               "classifier_auc_dithered"),
     MetricName("lpips_diversity", _LPIPS, "lpips"),
     MetricName("lpips_diversity_{real,ratio}", _LPIPS, "lpips"),
     MetricName("severity", _SEVERITY, "severity"),

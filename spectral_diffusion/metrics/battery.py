@@ -3,7 +3,7 @@ images against real ones, in one call (``evaluate_battery``) with its figures (`
 
 Images are [-1, 1] float tensors (N, C, H, W). Groups (``battery.groups``): features (FID, KID and
 improved precision/recall of extractor features), spectral, wavelet, bands, texture, structure, statistics, fdr,
-classifier_auc, lpips, and severity (always). "ratio" is always generated / real and 1 is ideal, "diff" is
+classifier_auc, classifier_auc_dithered, lpips, and severity (always). "ratio" is always generated / real and 1 is ideal, "diff" is
 generated − real and 0 is ideal. Every key each group reports, with its definition and paper, is listed in
 ``spectral_diffusion.evaluation.names.METRIC_NAMES``.
 """
@@ -37,22 +37,25 @@ from spectral_diffusion.metrics.spectral import (
     slope_mask,
 )
 from spectral_diffusion.metrics.statistics import (
+    GREY_LEVEL,
     ClassifierAUC,
     PixelHistogram,
     PixelTests,
     manifold_precision_recall,
 )
 from spectral_diffusion.metrics.structure import Background, BoundarySharpness, SpatialCorrelation
-from spectral_diffusion.metrics.texture import GLCMTexture, GradientMagnitude
+from spectral_diffusion.metrics.texture import GLCMTexture, GradientMagnitude, TextureKS
 from spectral_diffusion.spectral.bands import MAX_RADIUS, band_edges
 from spectral_diffusion.spectral.frequency import radial_frequency
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_int_list, check_range
 
 GROUPS = ("features", "spectral", "wavelet", "bands", "texture", "structure", "statistics", "fdr", "classifier_auc",
-          "lpips")
+          "classifier_auc_dithered", "lpips")
 # Why these battery metrics carry no bootstrap interval.
 NO_INTERVAL = {
     "classifier_auc": "no interval: each resample would retrain the real-vs-generated CNN",
+    "classifier_auc_dithered": "no interval: each resample would retrain the real-vs-generated CNN",
+    "texture_ks": "no interval: a KS statistic of per-image values has no summed state to resample by blocks",
     "lpips_diversity": "no interval: each resample would rerun LPIPS on its random pairs",
 }
 # The real-vs-generated classifier needs a training and a held-out part of each set.
@@ -198,7 +201,8 @@ class BatteryConfig:
             "wavelet": lambda: [WaveletEnergy(height, width, self.wavelet, self.wavelet_levels, **local)],
             "bands": lambda: [BandStatistics(height, width, self.num_bands, **local)],
             "texture": lambda: [GLCMTexture(self.glcm_levels, self.glcm_distances, self.glcm_angles, **local),
-                                GradientMagnitude(**local)],
+                                GradientMagnitude(**local),
+                                TextureKS(self.glcm_levels, self.glcm_distances, self.glcm_angles, **local)],
             "structure": lambda: [BoundarySharpness(self.boundary_threshold, **local),
                                   SpatialCorrelation(self.correlation_lags, **local),
                                   Background(image_shape, self.background_tolerance, **local)],
@@ -206,6 +210,8 @@ class BatteryConfig:
             "fdr": lambda: [PixelTests(image_shape, self.fdr_alpha, **local)],
             "classifier_auc": lambda: [ClassifierAUC(self.classifier_epochs, self.classifier_heldout, self.seed,
                                                      **local)],
+            "classifier_auc_dithered": lambda: [ClassifierAUC(self.classifier_epochs, self.classifier_heldout,
+                                                              self.seed, dither=GREY_LEVEL, **local)],
         }
         return {group: factory() for group, factory in factories.items() if group in groups}
 
@@ -253,6 +259,8 @@ def severity(metrics: Mapping[str, float]) -> dict[str, float]:
       wasserstein = wasserstein / 2                                 (pixel range 2)
       fdr         = fdr_fraction
       classifier  = 2 |classifier_auc − 0.5|
+      classifier_dithered = 2 |classifier_auc_dithered − 0.5|
+      texture_ks  = texture_ks                                      (already in [0, 1])
     severity = mean of the available components (NaN-free: a missing component is left out). The background
     values (structure group) have no component: their natural scale is the real background's spread, which can
     be exactly 0 (MNIST), so a ratio is undefined and any other scale would be arbitrary.
@@ -285,6 +293,10 @@ def severity(metrics: Mapping[str, float]) -> dict[str, float]:
         components["fdr"] = metrics["fdr_fraction"]
     if "classifier_auc" in metrics:
         components["classifier"] = 2.0 * abs(metrics["classifier_auc"] - 0.5)
+    if "classifier_auc_dithered" in metrics:
+        components["classifier_dithered"] = 2.0 * abs(metrics["classifier_auc_dithered"] - 0.5)
+    if "texture_ks" in metrics:
+        components["texture_ks"] = metrics["texture_ks"]
     if not components:
         return {}
     result = {"severity": sum(components.values()) / len(components)}
@@ -349,7 +361,7 @@ def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | Featur
         seconds["features"] = time.perf_counter() - start
 
     for group, group_metrics in streaming.items():
-        if group == "classifier_auc" and min(len(real), len(fake)) < MIN_CLASSIFIER_IMAGES:
+        if group.startswith("classifier_auc") and min(len(real), len(fake)) < MIN_CLASSIFIER_IMAGES:
             skipped[group] = f"needs at least {MIN_CLASSIFIER_IMAGES} real and {MIN_CLASSIFIER_IMAGES} generated images"
             continue
         start = time.perf_counter()
@@ -389,7 +401,7 @@ def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | Featur
         metrics.update(streaming_intervals(resampled, real, fake, resamples=resamples, level=level,
                                            seed=bootstrap_seed, batch_size=batch_size,
                                            derived=lambda values: severity({**point, **values})))
-        for name in ("classifier_auc", "lpips_diversity"):
+        for name in ("classifier_auc", "classifier_auc_dithered", "lpips_diversity", "texture_ks"):
             if name in metrics:
                 skipped[f"{name}_ci"] = NO_INTERVAL[name]
         seconds["bootstrap"] = time.perf_counter() - start
