@@ -46,7 +46,8 @@ def compose_eval(overrides: list[str], tmp_path: Path, cache_dir: Path) -> DictC
     """``conf/eval.yaml`` on 8x8 digits with ``overrides``, its folders redirected into ``tmp_path``."""
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose(config_name="eval", overrides=["data=digits", "evaluation.batch_size=64",
-                                                     "evaluation.kid_subset_size=16", *overrides])
+                                                     "evaluation.kid_subset_size=16", "evaluation.bootstrap=100",
+                                                     *overrides])
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
         cfg.paths.output_dir = str(tmp_path / "eval")
@@ -295,7 +296,8 @@ def test_optimized_metric_accepts_only_keys_of_the_groups_that_run():
 # --- the evaluation config group -------------------------------------------------------------------------------
 def test_one_evaluation_group_for_sd_train_and_sd_eval(tmp_path, cache_dir):
     train_node = compose_train([], tmp_path, cache_dir).evaluation
-    eval_node = compose_eval(["evaluation.batch_size=500", "evaluation.kid_subset_size=100"], tmp_path,
+    eval_node = compose_eval(["evaluation.batch_size=500", "evaluation.kid_subset_size=100",
+                              "evaluation.bootstrap=1000"], tmp_path,
                              cache_dir).evaluation  # undo compose_eval's shrinking
     assert train_node == eval_node
     config = EvaluationConfig.from_config(train_node)

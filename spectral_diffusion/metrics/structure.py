@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from spectral_diffusion.metrics.statistics import TwoSampleMetric, safe_ratio
+from spectral_diffusion.metrics.texture import gradient_field
 
 
 def boundary_mask(images: Tensor, threshold: float = 0.0) -> Tensor:
@@ -23,12 +24,6 @@ def boundary_mask(images: Tensor, threshold: float = 0.0) -> Tensor:
     mask[..., :, 1:] |= horizontal
     mask[..., :, :-1] |= horizontal
     return mask
-
-
-def gradient_field(images: Tensor) -> Tensor:
-    """√(∂_y x² + ∂_x x²) at every pixel (``numpy.gradient`` differences), float64 like ``images``."""
-    gradient_y, gradient_x = torch.gradient(images.to(torch.float64), dim=(-2, -1))
-    return (gradient_y.square() + gradient_x.square()).sqrt()
 
 
 class BoundarySharpness(TwoSampleMetric):

@@ -119,8 +119,13 @@ def gradient_magnitude(images: Tensor) -> Tensor:
     Derivatives are ``torch.gradient``'s (central differences inside, one-sided at the border, pixel
     spacing 1), the same as ``numpy.gradient``.
     """
+    return gradient_field(images).mean(dim=(-2, -1))
+
+
+def gradient_field(images: Tensor) -> Tensor:
+    """√(∂_y x² + ∂_x x²) at every pixel (``torch.gradient``, as ``numpy.gradient``), float64 like ``images``."""
     gradient_y, gradient_x = torch.gradient(images.to(torch.float64), dim=(-2, -1))
-    return (gradient_y.square() + gradient_x.square()).sqrt().mean(dim=(-2, -1))
+    return (gradient_y.square() + gradient_x.square()).sqrt()
 
 
 class GradientMagnitude(TwoSampleMetric):
