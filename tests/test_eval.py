@@ -46,7 +46,8 @@ def compose_eval(overrides: list[str], tmp_path: Path, cache_dir: Path) -> DictC
     """``conf/eval.yaml`` on 8x8 digits with ``overrides``, its folders redirected into ``tmp_path``."""
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose(config_name="eval", overrides=["data=digits", "evaluation.batch_size=64",
-                                                     "evaluation.kid_subset_size=16", *overrides])
+                                                     "evaluation.kid_subset_size=16", "evaluation.bootstrap=100",
+                                                     *overrides])
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
         cfg.paths.output_dir = str(tmp_path / "eval")
@@ -85,9 +86,15 @@ def check_report(run_dir: Path, metrics: dict) -> None:
     report = (run_dir / "report.md").read_text()
     stored = json.loads((run_dir / "metrics.json").read_text())
     assert stored["objective"] == metrics["objective"]
-    rows = dict(re.findall(r"^\| `([^`]+)` \| [^|]+ \| (.*) \|$", report, flags=re.MULTILINE))
-    for key in numeric_keys(stored) - {"objective"}:
-        assert rows.get(key), key  # listed, with a definition
+    rows = {key: (interval, definition) for key, interval, definition in
+            re.findall(r"^\| `([^`]+)` \| [^|]+ \| ([^|]+) \| (.*) \|$", report, flags=re.MULTILINE)}
+    intervals = {key for key in numeric_keys(stored) if key.endswith(("_ci_low", "_ci_high"))}
+    for key in numeric_keys(stored) - {"objective"} - intervals:
+        assert rows.get(key) and rows[key][1], key  # listed, with a definition
+    for key in intervals:  # in the interval column of its metric
+        metric = key.rsplit("_ci_", 1)[0]
+        low, high = stored[f"{metric}_ci_low"], stored[f"{metric}_ci_high"]
+        assert rows[metric][0] == f"[{low:.6g}, {high:.6g}]", key
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert links and all((run_dir / link).is_file() for link in links)
     assert {Path(link).name for link in links} == {p.name for p in (run_dir / "figures").glob("*.png")}
@@ -105,6 +112,12 @@ def test_heldout_images_against_themselves(heldout, tmp_path, cache_dir):
     assert metrics["js_divergence"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["wasserstein"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["spectral_mse"] == pytest.approx(0.0, abs=1e-9)
+    # Bootstrap intervals hold the point values; identical sets are equally recognisable.
+    for metric in ("fid", "kid", "precision", "recall", "fid_floor", "recognisable"):
+        key = f"{metric}_classifier@{n}"
+        assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"], key
+    assert metrics[f"recognisable_classifier@{n}"] == metrics[f"recognisable_real_classifier@{n}"]
+    assert "fid_inf_classifier" in metrics
     # No network: the per-timestep loss and runtime are skipped with a reason, not invented.
     assert "val_loss_by_t" in metrics["skipped"] and "sampler_nfe" not in metrics
     run_dir = Path(cfg.paths.output_dir)
@@ -283,7 +296,8 @@ def test_optimized_metric_accepts_only_keys_of_the_groups_that_run():
 # --- the evaluation config group -------------------------------------------------------------------------------
 def test_one_evaluation_group_for_sd_train_and_sd_eval(tmp_path, cache_dir):
     train_node = compose_train([], tmp_path, cache_dir).evaluation
-    eval_node = compose_eval(["evaluation.batch_size=500", "evaluation.kid_subset_size=100"], tmp_path,
+    eval_node = compose_eval(["evaluation.batch_size=500", "evaluation.kid_subset_size=100",
+                              "evaluation.bootstrap=1000"], tmp_path,
                              cache_dir).evaluation  # undo compose_eval's shrinking
     assert train_node == eval_node
     config = EvaluationConfig.from_config(train_node)
@@ -299,7 +313,8 @@ def test_one_evaluation_group_for_sd_train_and_sd_eval(tmp_path, cache_dir):
     ("key", "value"),
     [("num_samples", 1), ("batch_size", 0), ("kid_subset_size", 1), ("seed", "x"), ("grid_size", 0),
      ("battery", "maybe"), ("timestep_bins", -1), ("timestep_bins", 2.5), ("num_samples", True),
-     ("battery_options.kid_subsets", 0), ("battery_options.groups", ["fid"]), ("no_such_key", 1)],
+     ("battery_options.kid_subsets", 0), ("battery_options.groups", ["fid"]), ("no_such_key", 1),
+     ("bootstrap", 9), ("bootstrap", 100.0), ("level", 0.0), ("level", 1.0), ("level", "high")],
 )
 def test_evaluation_config_names_the_bad_key(key, value, tmp_path, cache_dir):
     options = OmegaConf.to_container(compose_eval([], tmp_path, cache_dir).evaluation)

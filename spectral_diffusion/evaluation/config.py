@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spectral_diffusion.metrics.battery import BatteryConfig, config_options
-from spectral_diffusion.utils.validation import ConfigError, check_bool, check_int
+from spectral_diffusion.utils.validation import ConfigError, check_bool, check_int, is_int
 
 KEY = "evaluation"
 
@@ -40,7 +40,9 @@ class EvaluationConfig:
     split; ``batch_size`` images per sampling and feature batch; KID on subsets of ``kid_subset_size`` features
     (None: 1000); sample i drawn from generator ``seed + i`` (also the noise of the per-timestep loss);
     ``grid_size`` images in samples.png and the generated-vs-real figure; the metric ``battery`` on or off with its
-    ``battery_options`` (``BatteryConfig``); the per-timestep held-out loss at ``timestep_bins`` times (0: off).
+    ``battery_options`` (``BatteryConfig``); the per-timestep held-out loss at ``timestep_bins`` times (0: off);
+    ``bootstrap`` resamples (at least 10; None: no intervals) for confidence intervals at ``level`` (in (0, 1)) on
+    every metric that has one (``metrics.bootstrap``), seeded by ``seed``.
     """
 
     num_samples: int
@@ -50,6 +52,8 @@ class EvaluationConfig:
     grid_size: int
     battery: bool
     timestep_bins: int
+    bootstrap: int | None
+    level: float
     battery_options: BatteryConfig | Mapping | None = None
 
     def __post_init__(self) -> None:
@@ -61,6 +65,11 @@ class EvaluationConfig:
         self.grid_size = check_int(f"{KEY}.grid_size", self.grid_size, 1)
         check_bool(f"{KEY}.battery", self.battery)
         self.timestep_bins = check_int(f"{KEY}.timestep_bins", self.timestep_bins, 0)
+        if self.bootstrap is not None:
+            self.bootstrap = check_int(f"{KEY}.bootstrap", self.bootstrap, 10)
+        if not (is_int(self.level) or isinstance(self.level, float)) or not 0 < self.level < 1:
+            raise ConfigError(f"{KEY}.level={self.level!r} is invalid; it must lie strictly inside (0, 1)")
+        self.level = float(self.level)
         self.battery_options = battery_config(self.battery_options, f"{KEY}.battery_options")
 
     @classmethod

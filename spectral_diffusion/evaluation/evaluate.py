@@ -19,9 +19,12 @@ from spectral_diffusion.evaluation.report import FIGURES_DIR, is_number, save_fi
 from spectral_diffusion.evaluation.samples import check_sample_shape
 from spectral_diffusion.evaluation.timestep_loss import validation_loss_by_time, validation_loss_figure
 from spectral_diffusion.metrics.battery import battery_figures, evaluate_battery
+from spectral_diffusion.metrics.bootstrap import feature_intervals
+from spectral_diffusion.metrics.fid_infinity import fid_infinity, subset_sizes
 from spectral_diffusion.metrics.figures import sample_grid_figure
 from spectral_diffusion.metrics.features import NoFeatures
-from spectral_diffusion.metrics.quality import FeaturePair, distance_metrics, real_floor
+from spectral_diffusion.metrics.quality import FeaturePair, distance_metrics, floor_features
+from spectral_diffusion.metrics.recognisability import recognisability
 from spectral_diffusion.utils.validation import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,15 @@ def build_extractor(features, datamodule, device: str | torch.device = "cpu"):
     )
 
 
+def _fid_infinity_metric(features: FeaturePair, skipped: dict[str, str], *, seed: int) -> dict:
+    """FID∞ of the feature pair (``metrics.fid_infinity``), or its reason in ``skipped`` for too few samples."""
+    key = f"fid_inf_{features.name}"
+    if len(subset_sizes(len(features.fake))) < 2:
+        skipped[key] = "needs at least 3 generated images (two subset sizes)"
+        return {}
+    return {key: fid_infinity(features.real, features.fake, seed=seed)["fid_inf"]}
+
+
 def evaluate_images(
     fake: Tensor,
     datamodule,
@@ -70,8 +82,10 @@ def evaluate_images(
     """Metrics of ``fake`` against ``datamodule.val_images``; writes report.md and figures/*.png into ``out_dir``.
 
     ``metrics`` (training, runtime) are kept and come first; then FID/KID (by the battery's features group when
-    it runs, else here) and their real floor with ``extractor``, the metric battery (``evaluation.battery``), and
-    with a ``module`` the per-timestep validation loss. Returns the metrics with ``"skipped": {name: reason}`` and
+    it runs, else here) and their real floor with ``extractor``, FID∞, with a classifier extractor the
+    recognisability of generated and held-out images, with ``evaluation.bootstrap`` the confidence intervals
+    ``<key>_ci_low``/``<key>_ci_high`` of these, the metric battery (``evaluation.battery``), and with a ``module``
+    the per-timestep validation loss. Returns the metrics with ``"skipped": {name: reason}`` and
     ``objective`` set from ``objective_name`` (a ConfigError lists the keys when it names none). ``log_figure(name,
     figure)`` also receives every figure (TensorBoard); ``run_config`` is summarised at the end of report.md.
     """
@@ -93,7 +107,8 @@ def evaluate_images(
     figures: dict[str, Figure] = {}
     if evaluation.battery:
         result = evaluate_battery(real, fake, features=features, config=options, device=device, batch_size=batch_size,
-                                  kid_subset_size=evaluation.kid_subset_size)
+                                  kid_subset_size=evaluation.kid_subset_size, resamples=evaluation.bootstrap,
+                                  level=evaluation.level, bootstrap_seed=evaluation.seed)
         results.update(result.metrics)
         skipped.update({name: name_battery_key(reason, "evaluation.battery_options")
                         for name, reason in result.skipped.items()})
@@ -107,10 +122,22 @@ def evaluate_images(
         if "features" not in evaluation.battery_groups:
             results.update(distance_metrics(features, kid_subset_size=evaluation.kid_subset_size,
                                             kid_subsets=options.kid_subsets, seed=options.seed))
-        results.update(real_floor(datamodule.train_images, real, extractor, len(real), batch_size=batch_size,
-                                  kid_subset_size=evaluation.kid_subset_size, heldout_features=features.real))
+        floor = floor_features(datamodule.train_images, real, extractor, len(real), batch_size=batch_size,
+                               heldout_features=features.real)
+        results.update(distance_metrics(floor, kid_subset_size=evaluation.kid_subset_size, prefix="floor"))
+        results.update(_fid_infinity_metric(features, skipped, seed=evaluation.seed))
+        if evaluation.bootstrap is not None:
+            bootstrap = {"resamples": evaluation.bootstrap, "level": evaluation.level, "seed": evaluation.seed}
+            precision_recall_k = options.precision_recall_k if "features" in evaluation.battery_groups else None
+            results.update(feature_intervals(features, precision_recall_k=precision_recall_k, **bootstrap))
+            results.update(feature_intervals(floor, prefix="floor", **bootstrap))
     if getattr(extractor, "accuracy", None) is not None:
         results[f"{extractor.name}_accuracy"] = float(extractor.accuracy)
+    if getattr(extractor, "probabilities", None) is not None:
+        results.update(recognisability(extractor, real, fake, batch_size=batch_size, resamples=evaluation.bootstrap,
+                                       level=evaluation.level, seed=evaluation.seed))
+    elif features is not None:
+        skipped[f"recognisable_{features.name}"] = "needs a classifier feature extractor (features=classifier)"
 
     bins = evaluation.timestep_bins
     if module is not None and bins > 0:

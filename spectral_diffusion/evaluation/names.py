@@ -76,7 +76,16 @@ METRIC_NAMES: tuple[MetricName, ...] = (
     MetricName("kid_std_<extractor>@<n>", "std of KID over random subsets"),
     MetricName("kid_<extractor>@<n>",
                "kernel inception distance (Bińkowski et al. 2018) of {extractor} features, {n} generated"),
+    MetricName("fid_inf_<extractor>",
+               "FID∞ (Chong & Forsyth 2020): FID of {extractor} features on random generated subsets of 10 sizes from "
+               "a fifth of the set to all of it, extrapolated linearly in 1/N to 1/N → 0; compares across sample "
+               "counts"),
     MetricName("<extractor>_accuracy", "held-out accuracy of the {extractor} feature network"),
+    MetricName("recognisable_real_<extractor>@<n>",
+               "fraction of {n} held-out real images the {extractor} assigns to one class with probability ≥ 0.9: "
+               "a perfect model's recognisability"),
+    MetricName("recognisable_<extractor>@<n>",
+               "fraction of {n} generated images the {extractor} assigns to one class with probability ≥ 0.9"),
     # the run
     MetricName("objective", "the value returned to the caller (optimized_metric)"),
     MetricName("global_step", "optimizer steps trained"),
@@ -109,8 +118,21 @@ METRIC_NAMES: tuple[MetricName, ...] = (
                "resultant length of the phase at one frequency across images (0: random phases).", "bands"),
     MetricName("glcm_{contrast,dissimilarity}_{real,fake,ratio}", _GLCM, "texture"),
     MetricName("glcm_correlation_{real,fake,diff}", _GLCM, "texture"),
+    MetricName("texture_ks_{contrast,dissimilarity,correlation,gradient_magnitude}", "two-sample Kolmogorov–Smirnov "
+               "statistic between generated and real per-image values of that texture feature.", "texture"),
+    MetricName("texture_ks", "mean of the four texture_ks_<feature> statistics (0: same per-image distributions).",
+               "texture"),
     MetricName("gradient_magnitude_{real,fake,ratio}", "mean √(∂x² + ∂y²) per pixel (central differences).",
                "texture"),
+    MetricName("boundary_sharpness_{real,fake,ratio}", "mean gradient magnitude √(∂x² + ∂y²) (numpy.gradient) on "
+               "foreground boundary pixels: either side of a 4-neighbour edge across ``boundary_threshold``.",
+               "structure"),
+    MetricName("spatial_correlation_{real,fake,ratio}", "mean over images, channels, both axes and lags "
+               "1..``correlation_lags`` of the correlation of each pixel with its neighbour at that lag.",
+               "structure"),
+    MetricName("background_{std,deviation}_{real,fake}", "on the positions whose real mean lies within "
+               "``background_tolerance`` of the smallest real mean m (the data minimum): pooled std of the pixel "
+               "values, and |their mean − m|.", "structure"),
     MetricName("js_divergence", "Jensen–Shannon divergence (bits, in [0, 1]) of the pixel-intensity histograms.",
                "statistics"),
     MetricName("wasserstein", "1-Wasserstein distance of the pixel-intensity distributions (pixel units, ≤ 2).",
@@ -120,6 +142,9 @@ METRIC_NAMES: tuple[MetricName, ...] = (
                "spread alone is seen by js_divergence / texture, not here).", "fdr"),
     MetricName("classifier_auc", "held-out ROC AUC of a small CNN trained (``classifier_epochs``) to tell generated "
                "from real images; 0.5 = indistinguishable, 1 = perfectly separable.", "classifier_auc"),
+    MetricName("classifier_auc_dithered", "classifier_auc with uniform noise of one grey level (2/255) added to both "
+               "sets first: what remains once 8-bit quantisation of the real images can no longer give them away.",
+               "classifier_auc_dithered"),
     MetricName("lpips_diversity", _LPIPS, "lpips"),
     MetricName("lpips_diversity_{real,ratio}", _LPIPS, "lpips"),
     MetricName("severity", _SEVERITY, "severity"),
@@ -134,8 +159,25 @@ def metric_name(key: str) -> MetricName | None:
     return next((row for row in METRIC_NAMES if row.regex.fullmatch(key)), None)
 
 
+# The ends of a bootstrap confidence interval (metrics.bootstrap) of the metric whose key precedes them.
+INTERVAL_SUFFIXES = {"_ci_low": "lower", "_ci_high": "upper"}
+
+
+def interval_of(key: str) -> tuple[str, str] | None:
+    """``(metric key, "lower" | "upper")`` for ``<key>_ci_low`` / ``<key>_ci_high``; None for any other key."""
+    for suffix, end in INTERVAL_SUFFIXES.items():
+        if key.endswith(suffix):
+            return key[: -len(suffix)], end
+    return None
+
+
 def describe(key: str) -> str:
     """The one-line definition of a metric key for report.md ("" when none is known)."""
+    interval = interval_of(key)
+    if interval is not None:
+        metric, end = interval
+        return (f"{end} end of the percentile bootstrap interval (``evaluation.level``, ``evaluation.bootstrap`` "
+                f"resamples of both sets) of {metric}")
     row = metric_name(key)
     return row.describe(key) if row is not None else ""
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from spectral_diffusion.evaluation.names import describe
+from spectral_diffusion.evaluation.names import describe, interval_of
 
 FIGURES_DIR = "figures"
 
@@ -43,15 +43,20 @@ def _format(value: Any) -> str:
 
 def write_report(path: Path, metrics: Mapping[str, Any], figures: Mapping[str, Path],
                  cfg: DictConfig | None) -> Path:
-    """report.md: every metric with its definition, the skipped ones with reasons, figures, config summary."""
+    """report.md: every metric with its confidence interval (``<key>_ci_low``/``<key>_ci_high`` when present) and
+    definition, the skipped ones with reasons, figures, config summary."""
     lines = ["# Evaluation report", ""]
     if "objective" in metrics:
         lines += [f"**{metrics['objective_name']} = {_format(metrics['objective'])}** (optimized_metric)", ""]
-    lines += ["## Metrics", "", "| metric | value | definition |", "|---|---|---|"]
+    lines += ["## Metrics", "", "Intervals: percentile bootstrap over resamples of the generated and real sets "
+              "(evaluation.bootstrap, evaluation.level); — where a metric has none.", "",
+              "| metric | value | interval | definition |", "|---|---|---|---|"]
     for key, value in metrics.items():
-        if key in ("skipped", "warnings", "objective", "objective_name") or not is_number(value):
+        if key in ("skipped", "warnings", "objective", "objective_name") or not is_number(value) or interval_of(key):
             continue
-        lines.append(f"| `{key}` | {_format(value)} | {_cell(describe(key))} |")
+        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        interval = f"[{_format(low)}, {_format(high)}]" if is_number(low) and is_number(high) else "—"
+        lines.append(f"| `{key}` | {_format(value)} | {interval} | {_cell(describe(key))} |")
     warnings = metrics.get("warnings") or []
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in warnings]

@@ -2,8 +2,8 @@
 images against real ones, in one call (``evaluate_battery``) with its figures (``battery_figures``).
 
 Images are [-1, 1] float tensors (N, C, H, W). Groups (``battery.groups``): features (FID, KID and
-improved precision/recall of extractor features), spectral, wavelet, bands, texture, statistics, fdr,
-classifier_auc, lpips, and severity (always). "ratio" is always generated / real and 1 is ideal, "diff" is
+improved precision/recall of extractor features), spectral, wavelet, bands, texture, structure, statistics, fdr,
+classifier_auc, classifier_auc_dithered, lpips, and severity (always). "ratio" is always generated / real and 1 is ideal, "diff" is
 generated − real and 0 is ideal. Every key each group reports, with its definition and paper, is listed in
 ``spectral_diffusion.evaluation.names.METRIC_NAMES``.
 """
@@ -28,6 +28,7 @@ from spectral_diffusion.metrics.lpips_metric import (
     LPIPSDiversity,
     load_lpips,
 )
+from spectral_diffusion.metrics.bootstrap import has_sum_states, streaming_intervals
 from spectral_diffusion.metrics.quality import FeaturePair, feature_distances, metric_key
 from spectral_diffusion.metrics.spectral import (
     BandStatistics,
@@ -36,17 +37,27 @@ from spectral_diffusion.metrics.spectral import (
     slope_mask,
 )
 from spectral_diffusion.metrics.statistics import (
+    GREY_LEVEL,
     ClassifierAUC,
     PixelHistogram,
     PixelTests,
     manifold_precision_recall,
 )
-from spectral_diffusion.metrics.texture import GLCMTexture, GradientMagnitude
+from spectral_diffusion.metrics.structure import Background, BoundarySharpness, SpatialCorrelation
+from spectral_diffusion.metrics.texture import GLCMTexture, GradientMagnitude, TextureKS
 from spectral_diffusion.spectral.bands import MAX_RADIUS, band_edges
 from spectral_diffusion.spectral.frequency import radial_frequency
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_int_list, check_range
 
-GROUPS = ("features", "spectral", "wavelet", "bands", "texture", "statistics", "fdr", "classifier_auc", "lpips")
+GROUPS = ("features", "spectral", "wavelet", "bands", "texture", "structure", "statistics", "fdr", "classifier_auc",
+          "classifier_auc_dithered", "lpips")
+# Why these battery metrics carry no bootstrap interval.
+NO_INTERVAL = {
+    "classifier_auc": "no interval: each resample would retrain the real-vs-generated CNN",
+    "classifier_auc_dithered": "no interval: each resample would retrain the real-vs-generated CNN",
+    "texture_ks": "no interval: a KS statistic of per-image values has no summed state to resample by blocks",
+    "lpips_diversity": "no interval: each resample would rerun LPIPS on its random pairs",
+}
 # The real-vs-generated classifier needs a training and a held-out part of each set.
 MIN_CLASSIFIER_IMAGES = 4
 
@@ -85,6 +96,9 @@ class BatteryConfig:
     glcm_levels: int = 32
     glcm_distances: list[int] = field(default_factory=lambda: [1])
     glcm_angles: list[float] = field(default_factory=lambda: [0.0, 45.0, 90.0, 135.0])
+    boundary_threshold: float = 0.0
+    correlation_lags: int = 2
+    background_tolerance: float = 0.02
     histogram_bins: int = 256
     fdr_alpha: float = 0.05
     classifier_epochs: int = 5
@@ -119,6 +133,13 @@ class BatteryConfig:
         if not self.glcm_angles or not all(map(_is_number, self.glcm_angles)):
             raise ConfigError(f"battery.glcm_angles={self.glcm_angles} is invalid; give a non-empty list of angles "
                               "in degrees")
+        if not _is_number(self.boundary_threshold) or not -1 < self.boundary_threshold < 1:
+            raise ConfigError(f"battery.boundary_threshold={self.boundary_threshold!r} is invalid; it must lie "
+                              "strictly inside (-1, 1)")
+        check_int("battery.correlation_lags", self.correlation_lags, 1)
+        if not _is_number(self.background_tolerance) or not 0 <= self.background_tolerance < 2:
+            raise ConfigError(f"battery.background_tolerance={self.background_tolerance!r} is invalid; it must lie "
+                              "in [0, 2)")
         check_int("battery.histogram_bins", self.histogram_bins, 2)
         if not _is_number(self.fdr_alpha) or not 0 < self.fdr_alpha < 1:
             raise ConfigError(f"battery.fdr_alpha={self.fdr_alpha!r} is invalid; it must lie strictly inside (0, 1)")
@@ -151,6 +172,9 @@ class BatteryConfig:
             if self.wavelet_levels > deepest:
                 raise ConfigError(f"battery.wavelet_levels={self.wavelet_levels!r} is invalid; for {self.wavelet} "
                                   f"on {height}x{width} images it must be an integer in [1, {deepest}]")
+        if "structure" in self.groups and self.correlation_lags >= min(height, width):
+            raise ConfigError(f"battery.correlation_lags={self.correlation_lags} must be below the image size "
+                              f"{height}x{width}")
         if "texture" in self.groups and max(self.glcm_distances) >= max(height, width):
             raise ConfigError(f"battery.glcm_distances={list(self.glcm_distances)} must be below the image size "
                               f"{height}x{width}")
@@ -177,11 +201,17 @@ class BatteryConfig:
             "wavelet": lambda: [WaveletEnergy(height, width, self.wavelet, self.wavelet_levels, **local)],
             "bands": lambda: [BandStatistics(height, width, self.num_bands, **local)],
             "texture": lambda: [GLCMTexture(self.glcm_levels, self.glcm_distances, self.glcm_angles, **local),
-                                GradientMagnitude(**local)],
+                                GradientMagnitude(**local),
+                                TextureKS(self.glcm_levels, self.glcm_distances, self.glcm_angles, **local)],
+            "structure": lambda: [BoundarySharpness(self.boundary_threshold, **local),
+                                  SpatialCorrelation(self.correlation_lags, **local),
+                                  Background(image_shape, self.background_tolerance, **local)],
             "statistics": lambda: [PixelHistogram(self.histogram_bins, **local)],
             "fdr": lambda: [PixelTests(image_shape, self.fdr_alpha, **local)],
             "classifier_auc": lambda: [ClassifierAUC(self.classifier_epochs, self.classifier_heldout, self.seed,
                                                      **local)],
+            "classifier_auc_dithered": lambda: [ClassifierAUC(self.classifier_epochs, self.classifier_heldout,
+                                                              self.seed, dither=GREY_LEVEL, **local)],
         }
         return {group: factory() for group, factory in factories.items() if group in groups}
 
@@ -223,11 +253,17 @@ def severity(metrics: Mapping[str, float]) -> dict[str, float]:
       wavelet     = u(mean over levels and lh/hl/hh of ℓ(wavelet_<o>_ratio_l<l>))
       texture     = u(mean of ℓ(glcm_contrast_ratio), ℓ(glcm_dissimilarity_ratio),
                       ℓ(gradient_magnitude_ratio), |glcm_correlation_diff|)
+      boundary    = u(ℓ(boundary_sharpness_ratio))
+      correlation = u(ℓ(spatial_correlation_ratio))
       js          = js_divergence                                   (bits, already in [0, 1])
       wasserstein = wasserstein / 2                                 (pixel range 2)
       fdr         = fdr_fraction
       classifier  = 2 |classifier_auc − 0.5|
-    severity = mean of the available components (NaN-free: a missing component is left out).
+      classifier_dithered = 2 |classifier_auc_dithered − 0.5|
+      texture_ks  = texture_ks                                      (already in [0, 1])
+    severity = mean of the available components (NaN-free: a missing component is left out). The background
+    values (structure group) have no component: their natural scale is the real background's spread, which can
+    be exactly 0 (MNIST), so a ratio is undefined and any other scale would be arbitrary.
     Returns ``severity`` and ``severity_<component>``; an empty dict when no component is available.
     """
     components = {}
@@ -247,6 +283,9 @@ def severity(metrics: Mapping[str, float]) -> dict[str, float]:
         if "gradient_magnitude_ratio" in metrics:
             texture.append(_log_ratio(metrics["gradient_magnitude_ratio"]))
         components["texture"] = _discrepancy(sum(texture) / len(texture))
+    if "boundary_sharpness_ratio" in metrics:
+        components["boundary"] = _discrepancy(_log_ratio(metrics["boundary_sharpness_ratio"]))
+        components["correlation"] = _discrepancy(_log_ratio(metrics["spatial_correlation_ratio"]))
     if "js_divergence" in metrics:
         components["js"] = min(1.0, metrics["js_divergence"])
         components["wasserstein"] = min(1.0, metrics["wasserstein"] / 2.0)
@@ -254,6 +293,10 @@ def severity(metrics: Mapping[str, float]) -> dict[str, float]:
         components["fdr"] = metrics["fdr_fraction"]
     if "classifier_auc" in metrics:
         components["classifier"] = 2.0 * abs(metrics["classifier_auc"] - 0.5)
+    if "classifier_auc_dithered" in metrics:
+        components["classifier_dithered"] = 2.0 * abs(metrics["classifier_auc_dithered"] - 0.5)
+    if "texture_ks" in metrics:
+        components["texture_ks"] = metrics["texture_ks"]
     if not components:
         return {}
     result = {"severity": sum(components.values()) / len(components)}
@@ -287,12 +330,20 @@ def _feature_metrics(features: FeaturePair, config: BatteryConfig, kid_subset_si
 
 def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | FeaturePair | None = None,
                      config: BatteryConfig | Mapping | None = None, device: str | torch.device = "cpu",
-                     batch_size: int = 256, kid_subset_size: int | None = None) -> BatteryResult:
+                     batch_size: int = 256, kid_subset_size: int | None = None, resamples: int | None = None,
+                     level: float = 0.95, bootstrap_seed: int = 0) -> BatteryResult:
     """Run every enabled group of the battery on ``real`` vs generated ``fake`` images (keys: see the module
     docstring). ``features`` is an extractor from ``metrics.features`` (extracted here), the ``FeaturePair``
     of these two sets when the caller has extracted them already, or None (the features group is skipped).
     KID uses subsets of ``kid_subset_size`` features (``feature_distances``). Streaming metrics see the images
     in batches of ``batch_size``.
+
+    With ``resamples``, every value of the streaming groups (spectral, wavelet, bands, texture, statistics, fdr) and
+    severity gets a bootstrap interval at ``level`` (``<key>_ci_low``, ``<key>_ci_high``; ``metrics.bootstrap.
+    streaming_intervals``, seeded by ``bootstrap_seed``), severity's with classifier_auc and LPIPS held at their point
+    values. classifier_auc (a CNN trained per call: one per resample is unaffordable) and LPIPS diversity (random
+    pairs, a cost per resample like the point value's) get none, and ``skipped`` says so; the features group's
+    intervals come from ``metrics.bootstrap.feature_intervals``.
     """
     config = BatteryConfig.from_config(config)
     _check_image_sets(real, fake)
@@ -310,7 +361,7 @@ def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | Featur
         seconds["features"] = time.perf_counter() - start
 
     for group, group_metrics in streaming.items():
-        if group == "classifier_auc" and min(len(real), len(fake)) < MIN_CLASSIFIER_IMAGES:
+        if group.startswith("classifier_auc") and min(len(real), len(fake)) < MIN_CLASSIFIER_IMAGES:
             skipped[group] = f"needs at least {MIN_CLASSIFIER_IMAGES} real and {MIN_CLASSIFIER_IMAGES} generated images"
             continue
         start = time.perf_counter()
@@ -342,6 +393,18 @@ def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | Featur
         seconds["lpips"] = time.perf_counter() - start
 
     metrics.update(severity(metrics))
+    if resamples is not None:
+        start = time.perf_counter()
+        resampled = [metric for group, group_metrics in streaming.items() if group not in skipped
+                     for metric in group_metrics if has_sum_states(metric)]
+        point = dict(metrics)
+        metrics.update(streaming_intervals(resampled, real, fake, resamples=resamples, level=level,
+                                           seed=bootstrap_seed, batch_size=batch_size,
+                                           derived=lambda values: severity({**point, **values})))
+        for name in ("classifier_auc", "classifier_auc_dithered", "lpips_diversity", "texture_ks"):
+            if name in metrics:
+                skipped[f"{name}_ci"] = NO_INTERVAL[name]
+        seconds["bootstrap"] = time.perf_counter() - start
     return BatteryResult(metrics=metrics, skipped=skipped, figures_data=figures_data, seconds=seconds)
 
 

@@ -153,6 +153,14 @@ class ClassifierFeatureExtractor(TrainedFeatureExtractor):
         logits = [self.classifier(chunk.to(device)) for chunk in images.split(batch_size)]
         return torch.cat(logits).argmax(dim=1).cpu()
 
+    @torch.no_grad()
+    def probabilities(self, images: Tensor, batch_size: int = 512) -> Tensor:
+        """Softmax class probabilities (N, num_classes), float64 on the CPU."""
+        self._check_input(images)
+        device = self.classifier.head.weight.device
+        logits = [self.classifier(chunk.to(device)).double() for chunk in images.split(batch_size)]
+        return torch.cat(logits).softmax(dim=1).cpu()
+
 
 def train_classifier(
     classifier: SmallClassifier,

@@ -183,11 +183,27 @@ def real_floor(
     (``floor_indices``). ``heldout_features``, the features of every held-out image in order, are reused
     instead of extracting the chosen held-out images again; only the chosen training images are extracted.
     """
+    pair = floor_features(train_real, heldout_real, extractor, n, batch_size=batch_size, seed=seed,
+                          heldout_features=heldout_features)
+    return distance_metrics(pair, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, seed=seed, prefix="floor")
+
+
+def floor_features(
+    train_real: Tensor,
+    heldout_real: Tensor,
+    extractor: nn.Module,
+    n: int,
+    *,
+    batch_size: int = 256,
+    seed: int = 0,
+    heldout_features: Tensor | None = None,
+) -> FeaturePair:
+    """The feature pair the real floor compares (``real_floor``): the chosen training images as ``real``, the
+    chosen held-out images as ``fake``; held-out features are taken from ``heldout_features`` when given."""
     train_index, heldout_index = floor_indices(len(train_real), len(heldout_real), n, seed)
     if heldout_features is None:
         heldout_subset = extract_features(heldout_real[heldout_index], extractor, batch_size=batch_size)
     else:
         heldout_subset = heldout_features[heldout_index.to(heldout_features.device)]
     train_subset = extract_features(train_real[train_index], extractor, batch_size=batch_size)
-    return distance_metrics(FeaturePair(extractor_name(extractor), train_subset, heldout_subset),
-                            kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, seed=seed, prefix="floor")
+    return FeaturePair(extractor_name(extractor), train_subset, heldout_subset)

@@ -288,11 +288,23 @@ def classifier_auc(real: Tensor, fake: Tensor, *, epochs: int = 5, heldout: floa
     return roc_auc(scores, test_labels)
 
 
-class ClassifierAUC(TwoSampleMetric):
-    """``classifier_auc``: see ``classifier_auc``. Keeps the images (``cat`` states) and trains at compute."""
+# One grey level of 8-bit data in [-1, 1] units.
+GREY_LEVEL = 2.0 / 255.0
 
-    def __init__(self, epochs: int = 5, heldout: float = 0.3, seed: int = 0, **kwargs) -> None:
+
+class ClassifierAUC(TwoSampleMetric):
+    """``classifier_auc``: see ``classifier_auc``. Keeps the images (``cat`` states) and trains at compute.
+
+    With ``dither`` > 0 the key is ``classifier_auc_dithered``: both sets get uniform noise U(−dither/2, dither/2)
+    (seeded) before the classifier sees them. Real images stored as 8-bit hold only 256 grey levels while generated
+    ones are continuous; a dither of one grey level (``GREY_LEVEL``) hides that tell, so what the classifier still
+    finds is a difference of content (Schuchman 1964: subtractive-free uniform dither makes the quantisation error
+    independent of the signal).
+    """
+
+    def __init__(self, epochs: int = 5, heldout: float = 0.3, seed: int = 0, dither: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.dither = float(dither)
         if int(epochs) != epochs or epochs < 1:
             raise ConfigError(f"battery.classifier_epochs={epochs!r} is invalid; it must be an integer >= 1")
         self.epochs = int(epochs)
@@ -305,9 +317,13 @@ class ClassifierAUC(TwoSampleMetric):
 
     def compute(self) -> dict[str, float]:
         self._require("images", 4)  # a training and a held-out part of each set
-        auc = classifier_auc(self.state("images", "real"), self.state("images", "fake"), epochs=self.epochs,
-                             heldout=self.heldout, seed=self.seed)
-        return {"classifier_auc": auc}
+        real, fake = self.state("images", "real"), self.state("images", "fake")
+        if self.dither > 0:
+            generator = torch.Generator().manual_seed(self.seed)
+            real, fake = ((images + (torch.rand(images.shape, generator=generator) - 0.5).to(images) * self.dither)
+                          for images in (real, fake))
+        auc = classifier_auc(real, fake, epochs=self.epochs, heldout=self.heldout, seed=self.seed)
+        return {"classifier_auc_dithered" if self.dither > 0 else "classifier_auc": auc}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -324,10 +340,15 @@ def knn_radii(features: Tensor, k: int, chunk: int = 1024) -> Tensor:
     return torch.cat(radii)
 
 
-def _coverage(queries: Tensor, support: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
+def inside_manifold(queries: Tensor, support: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
+    """Whether each query lies inside the union of balls of ``radii`` around the ``support`` rows (bool, (N,))."""
     inside = [(torch.cdist(queries[start:start + chunk], support) <= radii[None]).any(dim=1)
               for start in range(0, len(queries), chunk)]
-    return torch.cat(inside).double().mean()
+    return torch.cat(inside)
+
+
+def _coverage(queries: Tensor, support: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
+    return inside_manifold(queries, support, radii, chunk).double().mean()
 
 
 def manifold_precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, float]:
