@@ -32,7 +32,7 @@ from spectral_diffusion.models import (
     spectral_downsample,
     spectral_upsample,
 )
-from spectral_diffusion.models.band_layers import band_masks
+from spectral_diffusion.models.band_layers import attend, band_masks, pool_bands, spread_bands
 from spectral_diffusion.models.complex_layers import (
     COMPLEX_MODES,
     hermitian_pad,
@@ -326,6 +326,22 @@ def test_frequency_attention_gains_reweight_the_spectrum():
         block.proj_out.bias.copy_(torch.tensor([0.0, 1.0, -1.0, 2.0]))
     gains = 2 * torch.sigmoid(block.proj_out.bias.detach())  # weight zero: the same gain in every band
     torch.testing.assert_close(block(x), x * gains[None, :, None, None], rtol=1e-5, atol=1e-5)
+
+
+def test_frequency_attention_equals_its_fft_definition():
+    """With random weights the block is x + irfft2((g − 1)·rfft2(x)), g from the band power of rfft2(x), to 1e-5
+    (the FFTs are real matrix products in the block)."""
+    block = randomize(FrequencyAttention(8, 16, 4, num_heads=2))
+    x = torch.randn(3, 8, 16, 16)
+    spectrum = torch.fft.rfft2(x, norm="ortho")
+    power = pool_bands(spectrum.abs().square(), block.masks)
+    tokens = block.token_norm(torch.log(power + 1e-6)) + block.band_embedding
+    query, key, value = block.qkv(tokens).chunk(3, dim=-1)
+    gains = 2 * torch.sigmoid(block.proj_out(attend(query, key, value, 2, block.masks.sum(dim=(-2, -1)) > 0)))
+    expected = x + torch.fft.irfft2(spectrum * (spread_bands(gains, block.masks) - 1), s=(16, 16), norm="ortho")
+    update = (expected - x).abs().max()
+    assert update > 1e-2
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_freq_attention_false_keeps_the_unet_and_true_changes_it():

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spectral_diffusion.spectral.dft import real_irfft2
 from spectral_diffusion.utils.validation import ConfigError, check_choice
 
 COMPLEX_MODES = ("complex", "dual_real")
@@ -64,8 +65,9 @@ def hermitian_projection(half_spectrum: Tensor) -> Tensor:
 
 def half_spectrum_to_image(half_spectrum: Tensor, size: int) -> Tensor:
     """Real (…, size, size) image of a complex half-spectrum, through the Hermitian projection and the
-    orthonormal ``irfft2``: real by construction."""
-    return torch.fft.irfft2(hermitian_projection(half_spectrum), s=(size, size), norm="ortho")
+    orthonormal ``irfft2``: real by construction. Computed by ``spectral.dft.real_irfft2`` (real matrix products,
+    much cheaper than ``irfft2`` on small maps), which equals irfft2 of the projection exactly."""
+    return real_irfft2(half_spectrum.real, half_spectrum.imag, size)
 
 
 def hermitian_pad(features: Tensor, padding: int) -> Tensor:

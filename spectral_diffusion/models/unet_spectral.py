@@ -42,6 +42,7 @@ from spectral_diffusion.models.unet import (
     check_unet_sizes,
     output_conv,
 )
+from spectral_diffusion.spectral.dft import real_irfft2
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int
 
 BLOCK_TYPES = ("conv", "spectral")
@@ -290,7 +291,9 @@ class UNetSpectral(nn.Module):
     def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
         """``x``: (B, in_channels, image_size, image_size) real; ``noise_level``: (B,) or a scalar, about
         1000·t. Returns the real (B, out_channels, image_size, image_size) prediction in float32."""
-        return half_spectrum_to_image(self.head_spectrum(x, noise_level), self.image_size)
+        head = self.head_spectrum(x, noise_level)
+        with torch.autocast(x.device.type, enabled=False):
+            return half_spectrum_to_image(head, self.image_size)
 
 
 class UNetHybrid(nn.Module):
@@ -370,6 +373,7 @@ class UNetHybrid(nn.Module):
 
 
 def _to_pixels(features: Tensor) -> Tensor:
-    """Interleaved half-spectrum features at resolution M -> C real maps of M x M pixels."""
-    return half_spectrum_to_image(to_complex(features), features.shape[-2])
+    """Interleaved half-spectrum features at resolution M -> C real maps of M x M pixels (Hermitian projection
+    and orthonormal irfft2 as real matrix products, ``spectral.dft.real_irfft2``, in the features' dtype)."""
+    return real_irfft2(features[:, 0::2], features[:, 1::2], features.shape[-2])
 
