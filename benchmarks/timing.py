@@ -7,6 +7,7 @@ backward, gradient clipping, optimizer step, EMA update), without Lightning's lo
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -23,8 +24,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
                                                        *overrides])
 
 
-def time_plain_steps(cfg: DictConfig, warmup: int, steps: int) -> tuple[list[float], Components]:
-    """Seconds of each of ``steps`` timed steps after ``warmup`` untimed ones, and the built components."""
+def plain_step(cfg: DictConfig) -> tuple[Callable[[], None], Components]:
+    """One plain optimisation step of the module built from ``cfg`` as a closure (each call draws the next
+    batch), and the built components; several closures can be timed interleaved in one process."""
     torch.manual_seed(0)
     components = build(cfg)
     module, datamodule = components.module, components.datamodule
@@ -51,6 +53,11 @@ def time_plain_steps(cfg: DictConfig, warmup: int, steps: int) -> tuple[list[flo
         optimizer.step()
         module.ema.update(module.model)
 
+    return step, components
+
+
+def time_steps(step: Callable[[], None], warmup: int, steps: int) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         step()
     times = []
@@ -58,7 +65,13 @@ def time_plain_steps(cfg: DictConfig, warmup: int, steps: int) -> tuple[list[flo
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return times, components
+    return times
+
+
+def time_plain_steps(cfg: DictConfig, warmup: int, steps: int) -> tuple[list[float], Components]:
+    """Seconds of each of ``steps`` timed steps after ``warmup`` untimed ones, and the built components."""
+    step, components = plain_step(cfg)
+    return time_steps(step, warmup, steps), components
 
 
 class StepTimer(Callback):

@@ -32,8 +32,10 @@ from spectral_diffusion.models import (
     spectral_downsample,
     spectral_upsample,
 )
-from spectral_diffusion.models.band_layers import band_masks
+from spectral_diffusion.models.band_layers import attend, band_masks, pool_bands, spread_bands
 from spectral_diffusion.models.complex_layers import (
+    COMPLEX_MODES,
+    hermitian_pad,
     hermitian_projection,
     to_complex,
     to_interleaved,
@@ -120,6 +122,32 @@ def test_dual_real_conv_with_complex_block_weights_equals_complex_conv():
     torch.testing.assert_close(dual(features), complex_conv(features))
     randomize(dual, seed=3)  # unconstrained real weights leave the complex-linear family
     assert (dual(features) - complex_conv(features)).abs().max() > 1e-2
+
+
+def _complex_reference_conv(conv: ComplexConv2d, z: torch.Tensor) -> torch.Tensor:
+    """W * z + b computed with complex64 tensors (torch's complex conv2d), Hermitian padding as the layer's."""
+    padded = to_complex(hermitian_pad(to_interleaved(z), conv.padding))
+    weight = torch.complex(conv.weight_real, conv.weight_imag)
+    bias = torch.complex(conv.bias[0::2], conv.bias[1::2])
+    return torch.nn.functional.conv2d(padded, weight) + bias[:, None, None]
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_packed_real_conv_equals_complex_conv_in_float32_and_bf16(kernel_size):
+    """One real convolution on packed (Re, Im) channels is the complex convolution: to 1e-5 in float32, and
+    under bf16 autocast (where it runs in bfloat16) within 2 % relative error (bf16 keeps 8 mantissa bits:
+    per-product relative error 2^-8 ≈ 0.4 %, accumulated over 2·in·k² terms)."""
+    torch.manual_seed(0)
+    conv = randomize(ComplexConv2d(16, 8, kernel_size))
+    z = random_complex((4, 16, 8, 5))
+    expected = _complex_reference_conv(conv, z).detach()
+    actual = to_complex(conv(to_interleaved(z))).detach()
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        packed = conv(to_interleaved(z))
+    assert packed.dtype == torch.bfloat16
+    relative = (to_complex(packed.detach()) - expected).abs().norm() / expected.abs().norm()
+    assert 1e-5 < relative < 0.02, relative  # it did run in bf16, and stayed within the tolerance
 
 
 @pytest.mark.parametrize("in_channels, out_channels, kernel_size", [(3, 5, 3), (4, 2, 1)])
@@ -300,6 +328,22 @@ def test_frequency_attention_gains_reweight_the_spectrum():
     torch.testing.assert_close(block(x), x * gains[None, :, None, None], rtol=1e-5, atol=1e-5)
 
 
+def test_frequency_attention_equals_its_fft_definition():
+    """With random weights the block is x + irfft2((g − 1)·rfft2(x)), g from the band power of rfft2(x), to 1e-5
+    (the FFTs are real matrix products in the block)."""
+    block = randomize(FrequencyAttention(8, 16, 4, num_heads=2))
+    x = torch.randn(3, 8, 16, 16)
+    spectrum = torch.fft.rfft2(x, norm="ortho")
+    power = pool_bands(spectrum.abs().square(), block.masks)
+    tokens = block.token_norm(torch.log(power + 1e-6)) + block.band_embedding
+    query, key, value = block.qkv(tokens).chunk(3, dim=-1)
+    gains = 2 * torch.sigmoid(block.proj_out(attend(query, key, value, 2, block.masks.sum(dim=(-2, -1)) > 0)))
+    expected = x + torch.fft.irfft2(spectrum * (spread_bands(gains, block.masks) - 1), s=(16, 16), norm="ortho")
+    update = (expected - x).abs().max()
+    assert update > 1e-2
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_freq_attention_false_keeps_the_unet_and_true_changes_it():
     torch.manual_seed(0)
     plain = UNet(**SMALL_UNET)
@@ -439,15 +483,19 @@ def test_each_sample_uses_its_own_noise_level(cls):
 
 
 @pytest.mark.parametrize("cls", [UNetSpectral, UNetHybrid])
-def test_bfloat16_autocast_runs_spectral_parts_in_float32(cls):
+@pytest.mark.parametrize("complex_mode", COMPLEX_MODES)
+def test_bfloat16_autocast_stays_within_tolerance(cls, complex_mode):
+    """Under bf16 autocast the complex convolutions, FiLM and attention run in bfloat16 (the FFTs and the
+    complex whitening in float32); the prediction stays within 5 % relative L2 of float32 (measured 1–2 %),
+    as the pixel decoder of the hybrid always did, and differs from it (bf16 really ran)."""
     torch.manual_seed(0)
-    model = randomize(cls(**SMALL_SPECTRAL, attention_resolutions=(8,)))
+    model = randomize(cls(**{**SMALL_SPECTRAL, "complex_mode": complex_mode}, attention_resolutions=(8,)))
     x, noise_level = inputs()
     reference = model(x, noise_level)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output = model(x, noise_level)
     relative = (output.float() - reference).norm() / reference.norm()
-    assert relative < (1e-5 if cls is UNetSpectral else 0.05)
+    assert 1e-4 < relative < 0.05, relative
     output.float().pow(2).mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 

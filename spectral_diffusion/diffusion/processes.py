@@ -35,14 +35,39 @@ from spectral_diffusion.utils.validation import (
 MAX_TERMINAL_SIGNAL = 1e-3
 
 
+def smooth_log_profile(values: Tensor, half_width: int) -> Tensor:
+    """Local linear fit of a log radial profile against log radius over a centred window (Savitzky & Golay
+    1964, degree 1); ``values[k]`` belongs to radial bin k + 1 (DC excluded). The window is ``half_width`` bins
+    either side, shrunk symmetrically near the ends (min(half_width, k, n − 1 − k)) so that it never leans to
+    one side, and a line in log-log is exact: a power law S ∝ |f|^−β passes unchanged (issue 16: a moving
+    average of log S that shrank on one side only lowered the first ring's noise gain by about 2×)."""
+    if half_width == 0 or len(values) == 0:
+        return values
+    count = len(values)
+    index = torch.arange(count)
+    window = torch.minimum(index, count - 1 - index).clamp(max=half_width)
+    start, stop = index - window, index + window + 1
+    log_radius = torch.arange(1, count + 1, dtype=values.dtype).log()
+
+    def window_mean(series: Tensor) -> Tensor:
+        cumulative = torch.cat([torch.zeros(1, dtype=series.dtype), series.cumsum(0)])
+        return (cumulative[stop] - cumulative[start]) / (stop - start)
+
+    mean_x, mean_y = window_mean(log_radius), window_mean(values)
+    variance = window_mean(log_radius.square()) - mean_x.square()
+    covariance = window_mean(log_radius * values) - mean_x * mean_y
+    slope = torch.where(window > 0, covariance / torch.where(window > 0, variance, 1.0), 0.0)
+    return mean_y + slope * (log_radius - mean_x)
+
+
 class SpectralWeights:
     """The noise gain w(f) of frequency-equalized noise: w² ∝ S_data(f)^γ, mean(w²) = 1, w_min ≤ w ≤ w_max.
 
     With S_t = σ(t)·w(f) the per-frequency SNR of x_t is α² S_data(f)/(σ² w(f)²) ∝ S_data^(1−γ): equal at
     every frequency for γ = 1. S_data is the training set's radially averaged power spectrum; its log is
-    smoothed over ``smoothing`` radial bins either side (DC excluded) and read at each basis coefficient's
-    |f|: the coefficient's own radial bin for the FFT, linear interpolation between bins for the DCT. The
-    floor and ceiling keep the prior well conditioned; the scale c of w = clamp(c·S^(γ/2), w_min, w_max)
+    smoothed by ``smooth_log_profile`` over ``smoothing`` radial bins either side (DC excluded) and read at
+    each basis coefficient's |f|: the coefficient's own radial bin for the FFT, linear interpolation between
+    bins for the DCT. The floor and ceiling keep the prior well conditioned; the scale c of w = clamp(c·S^(γ/2), w_min, w_max)
     is found by bisection so that mean(w²) = 1 holds after clamping.
     """
 
@@ -66,7 +91,7 @@ class SpectralWeights:
         # non-square grids leave some radial bins empty: interpolate
         log_profile = torch.from_numpy(np.interp(np.arange(int(bins.max()) + 1), bins.numpy(),
                                                  power.double().cpu().log().numpy()))
-        log_profile = torch.cat([log_profile[:1], self._smooth(log_profile[1:])])
+        log_profile = torch.cat([log_profile[:1], smooth_log_profile(log_profile[1:], self.smoothing)])
         position = (basis.frequency(height, width) * max(height, width)).clamp(max=len(log_profile) - 1)
         if basis.name == "fft":  # FFT coefficients take the value of the radial bin S_data was averaged over
             position = position.round()
@@ -78,16 +103,6 @@ class SpectralWeights:
         self.weights = self._normalise(shape)
         self._cache.clear()
         return self.weights
-
-    def _smooth(self, values: Tensor) -> Tensor:
-        """Moving average with half-width ``smoothing``, shrinking at the ends (no padding values)."""
-        if self.smoothing == 0 or len(values) == 0:
-            return values
-        cumulative = torch.cat([torch.zeros(1, dtype=values.dtype), values.cumsum(0)])
-        index = torch.arange(len(values))
-        start = (index - self.smoothing).clamp(min=0)
-        stop = (index + self.smoothing + 1).clamp(max=len(values))
-        return (cumulative[stop] - cumulative[start]) / (stop - start)
 
     def _normalise(self, shape: Tensor) -> Tensor:
         """clamp(c·shape, w_min, w_max) with mean square 1; mean square grows monotonically with c."""

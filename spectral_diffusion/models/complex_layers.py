@@ -2,7 +2,9 @@
 
 Layout: a complex feature map of C channels is a real tensor (B, 2C, H, W//2+1) whose channels alternate
 (Re z_0, Im z_0, Re z_1, Im z_1, ...), so concatenating two feature maps along channels keeps the layout
-and every layer runs on real kernels (and in float32, since complex ops have no bfloat16 path).
+and every layer runs on real kernels: a complex convolution is one real convolution with the block matrix
+[[A, −B], [B, A]], which follows a surrounding bf16 autocast (complex tensors have no bfloat16 path, so only
+the FFTs and the whitening stay in float32).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spectral_diffusion.spectral.dft import real_irfft2
 from spectral_diffusion.utils.validation import ConfigError, check_choice
 
 COMPLEX_MODES = ("complex", "dual_real")
@@ -62,8 +65,9 @@ def hermitian_projection(half_spectrum: Tensor) -> Tensor:
 
 def half_spectrum_to_image(half_spectrum: Tensor, size: int) -> Tensor:
     """Real (…, size, size) image of a complex half-spectrum, through the Hermitian projection and the
-    orthonormal ``irfft2``: real by construction."""
-    return torch.fft.irfft2(hermitian_projection(half_spectrum), s=(size, size), norm="ortho")
+    orthonormal ``irfft2``: real by construction. Computed by ``spectral.dft.real_irfft2`` (real matrix products,
+    much cheaper than ``irfft2`` on small maps), which equals irfft2 of the projection exactly."""
+    return real_irfft2(half_spectrum.real, half_spectrum.imag, size)
 
 
 def hermitian_pad(features: Tensor, padding: int) -> Tensor:
@@ -228,6 +232,7 @@ class ComplexGroupNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(2 * channels))
 
     def forward(self, features: Tensor) -> Tensor:
+        features = features.float()  # statistics in float32 under autocast, as nn.GroupNorm's
         batch, channels2, height, width = features.shape
         grouped = features.reshape(batch, self.groups, channels2 // (2 * self.groups), 2, height * width)
         centred = grouped - grouped.mean(dim=(2, 4), keepdim=True)

@@ -42,6 +42,7 @@ from spectral_diffusion.models.unet import (
     check_unet_sizes,
     output_conv,
 )
+from spectral_diffusion.spectral.dft import real_irfft2
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int
 
 BLOCK_TYPES = ("conv", "spectral")
@@ -115,7 +116,7 @@ class SpectralEncoder(nn.Module):
     """rfft2 (orthonormal) of x_t -> complex conv in -> down path (``num_res_blocks`` SpectralResBlocks per level,
     each followed by spectral attention where asked and kept as a skip, a spectral crop between levels) -> middle
     (block, spectral attention, block).
-    Returns the middle features and the skips, interleaved (Re, Im), float32."""
+    Returns the middle features and the skips, interleaved (Re, Im), in the dtype of the surrounding autocast."""
 
     def __init__(self, settings: dict, time_embed_dim: int, *, mid_attention: bool, complex_mode: str,
                  block_type: str, activation: str, spectral_attention: str):
@@ -267,15 +268,15 @@ class UNetSpectral(nn.Module):
     def head_spectrum(self, x: Tensor, noise_level: Tensor) -> Tensor:
         """The predicted complex half-spectrum (B, out_channels, H, W//2+1) before the Hermitian projection."""
         noise_level = check_inputs(self, x, noise_level)
+        spectrum = torch.fft.rfft2(x.float(), norm="ortho")
+        time_embedding = self.time_embedding(noise_level.float())
+        h, skips = self.encoder(to_interleaved(spectrum), time_embedding)
+        for index, blocks in enumerate(self.up_levels):
+            for block in blocks:
+                h = block(torch.cat([h, skips.pop().to(h.dtype)], dim=1), time_embedding)
+            if index < len(self.up_levels) - 1:
+                h = spectral_upsample(h)
         with torch.autocast(x.device.type, enabled=False):
-            time_embedding = self.time_embedding(noise_level.float())
-            spectrum = torch.fft.rfft2(x.float(), norm="ortho")
-            h, skips = self.encoder(to_interleaved(spectrum), time_embedding)
-            for index, blocks in enumerate(self.up_levels):
-                for block in blocks:
-                    h = block(torch.cat([h, skips.pop()], dim=1), time_embedding)
-                if index < len(self.up_levels) - 1:
-                    h = spectral_upsample(h)
             head = to_complex(self.out_conv(self.out_activation(self.out_norm(h))))
             batch, _, height, width = head.shape
             heads = head.reshape(batch, self.band_heads, self.out_channels, height, width)
@@ -290,8 +291,9 @@ class UNetSpectral(nn.Module):
     def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
         """``x``: (B, in_channels, image_size, image_size) real; ``noise_level``: (B,) or a scalar, about
         1000·t. Returns the real (B, out_channels, image_size, image_size) prediction in float32."""
+        head = self.head_spectrum(x, noise_level)
         with torch.autocast(x.device.type, enabled=False):
-            return half_spectrum_to_image(self.head_spectrum(x, noise_level), self.image_size)
+            return half_spectrum_to_image(head, self.image_size)
 
 
 class UNetHybrid(nn.Module):
@@ -303,7 +305,7 @@ class UNetHybrid(nn.Module):
     level's resolution), and the up path of the pixel ``UNet`` decodes them: ``num_res_blocks + 1`` ResBlocks
     per level fed the concatenation with one skip, pixel self-attention at ``attention_resolutions``, nearest +
     conv upsampling, GroupNorm, SiLU and a zero-initialised output conv (``band_heads`` band heads when K > 1).
-    The encoder runs in float32; the decoder follows the surrounding autocast.
+    Both follow the surrounding autocast; the FFTs and the complex whitening run in float32.
 
     Args: those of ``UNetSpectral`` except ``output`` (the decoder predicts pixels).
     """
@@ -361,17 +363,17 @@ class UNetHybrid(nn.Module):
     def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
         """Same contract as ``UNet.forward``."""
         noise_level = check_inputs(self, x, noise_level)
-        with torch.autocast(x.device.type, enabled=False):
-            time_embedding = self.time_embedding(noise_level.float())
-            h, skips = self.encoder(to_interleaved(torch.fft.rfft2(x.float(), norm="ortho")), time_embedding)
-            h = _to_pixels(h)
-            skips = [_to_pixels(skip) for skip in skips]
+        time_embedding = self.time_embedding(noise_level.float())
+        h, skips = self.encoder(to_interleaved(torch.fft.rfft2(x.float(), norm="ortho")), time_embedding)
+        h = _to_pixels(h)
+        skips = [_to_pixels(skip) for skip in skips]
         for level in self.up_levels:
             h = level.up(h, skips, time_embedding)
         return self.out(h)
 
 
 def _to_pixels(features: Tensor) -> Tensor:
-    """Interleaved half-spectrum features at resolution M -> C real maps of M x M pixels."""
-    return half_spectrum_to_image(to_complex(features), features.shape[-2])
+    """Interleaved half-spectrum features at resolution M -> C real maps of M x M pixels (Hermitian projection
+    and orthonormal irfft2 as real matrix products, ``spectral.dft.real_irfft2``, in the features' dtype)."""
+    return real_irfft2(features[:, 0::2], features[:, 1::2], features.shape[-2])
 
