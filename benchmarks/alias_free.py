@@ -1,4 +1,4 @@
-"""Alias-free UNet versions 0-3 (issue 13, seed 003): training-step cost and quality at equal wall clock.
+"""Alias-free UNet versions 0-3 (issue 13; Anjum et al. 2024, arXiv 2411.09174): training-step cost and quality at equal wall clock.
 
 ``speed``: one training step (forward, ε-MSE, backward, Adam) of ``model=unet_alias_free`` versions 0-3 on the
 default 16x16 config under bf16 autocast, the versions interleaved round by round in one process so drift hits

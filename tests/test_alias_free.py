@@ -1,4 +1,4 @@
-"""Alias-free filters, resampling and the alias-free UNet (seed 003): frequency responses against scipy, gains,
+"""Alias-free filters, resampling and the alias-free UNet (Anjum et al. 2024): frequency responses against scipy, gains,
 shift commutation, and the UNet versions against the plain UNet."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 
 def _default_factors() -> Dict[str, Any]:
-    # The first seed's L8 (DESIGN.md): A noise gaussian/equalized, B frequency attention off/on, C sampler
+    # The project's default L8 (README, Taguchi sweeps): A noise gaussian/equalized, B frequency attention off/on, C sampler
     # DDIM/DPM-Solver++ 2M, D loss, E optimizer. Each factor changes what is computed
     # (tests/test_taguchi_sweeper.py).
     return {

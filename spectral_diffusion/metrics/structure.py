@@ -1,4 +1,4 @@
-"""Spatial structure of generated vs real images, the diagnostics of ``shared/seeds/004`` that spectra average
+"""Spatial structure of generated vs real images, diagnostics that spectra average
 away: how sharp foreground boundaries are, how strongly neighbouring pixels correlate, and how clean the background
 is. Every state is a float64 sum over images, so the metrics stream in batches and bootstrap by resampling.
 """

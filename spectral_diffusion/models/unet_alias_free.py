@@ -1,4 +1,4 @@
-"""The UNet with StyleGAN3's alias-free resampling (``conf/model/unet_alias_free.yaml``; seed 003, Anjum 2024,
+"""The UNet with StyleGAN3's alias-free resampling (``conf/model/unet_alias_free.yaml``; Anjum et al. 2024,
 arXiv 2411.09174, after Karras et al. 2021): the plain ``UNet`` with its resampling and nonlinearities swapped
 for filtered ones, in four versions that add no trainable parameters.
 """
@@ -63,7 +63,7 @@ def lowpass_design(design: LowpassDesign | Mapping | None) -> LowpassDesign:
 
 
 class UNetAliasFree(UNet):
-    """``UNet`` whose resampling and nonlinearities follow ``version`` (seed 003's configs A-D):
+    """``UNet`` whose resampling and nonlinearities follow ``version`` (Anjum et al. 2024's configs A-D):
 
     0. the plain UNet (the same modules and state dict as ``UNet``);
     1. alias-free resampling (StyleGAN3 sec. 3.1): ``AliasFreeDownsample`` / ``AliasFreeUpsample``;
