@@ -9,6 +9,8 @@ cycles per low-resolution sample: the high rate is fs = 2, the low-resolution Ny
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,7 +92,7 @@ class LowpassDesign:
         return kernel / kernel.sum()
 
 
-class FilteredResample(nn.Module):
+class FilteredResample(nn.Module, ABC):
     """Shared state of the filtered resamplers: the kernel as a buffer, applied to every channel alike.
 
     A separable kernel is applied along each axis as the banded matrix of its strided (down) or transposed
@@ -110,13 +112,13 @@ class FilteredResample(nn.Module):
         self.padding = design.numtaps // 2 - 1  # aligns pixel centres; see the module docstring
         self.matrices: dict[tuple, Tensor] = {}
 
+    @abstractmethod
     def convolve_1d(self, signals: Tensor, kernel: Tensor) -> Tensor:
         """The resampling of (N, 1, n) signals along their last axis (a strided or transposed conv1d)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def convolve_2d(self, x: Tensor, weight: Tensor) -> Tensor:
         """The resampling of (B, C, H, W) images with a (C, 1, k, k) depthwise weight."""
-        raise NotImplementedError
 
     def axis_matrix(self, size: int, like: Tensor) -> Tensor:
         """(output length, ``size``) matrix of the 1-D resampling: column j is the response to an impulse at j."""
