@@ -10,7 +10,6 @@ cycles per low-resolution sample: the high rate is fs = 2, the low-resolution Ny
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
 from collections.abc import Callable
 from dataclasses import dataclass
 
