@@ -193,6 +193,34 @@ def benjamini_hochberg(p_values: Tensor, alpha: float) -> Tensor:
     return rejected.reshape(p_values.shape)
 
 
+class MeanRatioMetric(TwoSampleMetric):
+    """A mean per image set and its ratio: ``<prefix>_real``, ``<prefix>_fake`` and ``<prefix>_ratio`` = fake / real.
+
+    Subclasses add each batch's sum and count of values with ``_add_values``; ``empty_is_nan`` reports a set whose
+    count stayed 0 as nan instead of refusing to compute.
+    """
+
+    prefix: str
+    empty_is_nan = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._add_pair("count", torch.zeros((), dtype=torch.float64))
+        self._add_pair("total", torch.zeros((), dtype=torch.float64))
+
+    def _add_values(self, split: str, total: Tensor, count: Tensor | float) -> None:
+        self._accumulate("count", split, torch.as_tensor(count, dtype=torch.float64))
+        self._accumulate("total", split, total)
+
+    def compute(self) -> dict[str, float]:
+        if not self.empty_is_nan:
+            self._require("count")
+        means = {split: float(self.state("total", split) / self.state("count", split))
+                 if float(self.state("count", split)) > 0 else float("nan") for split in SPLITS}
+        return {f"{self.prefix}_real": means["real"], f"{self.prefix}_fake": means["fake"],
+                f"{self.prefix}_ratio": safe_ratio(means["fake"], means["real"])}
+
+
 class PixelTests(TwoSampleMetric):
     """``fdr_fraction``: the fraction of pixels (per channel) whose real and generated values differ
     significantly — Welch t-test per pixel, Benjamini–Hochberg at FDR ``alpha``.

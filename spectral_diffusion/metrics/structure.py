@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spectral_diffusion.metrics.statistics import TwoSampleMetric, safe_ratio
+from spectral_diffusion.metrics.statistics import MeanRatioMetric, TwoSampleMetric
 from spectral_diffusion.metrics.texture import gradient_field
 
 
@@ -26,28 +26,22 @@ def boundary_mask(images: Tensor, threshold: float = 0.0) -> Tensor:
     return mask
 
 
-class BoundarySharpness(TwoSampleMetric):
+class BoundarySharpness(MeanRatioMetric):
     """``boundary_sharpness_{real,fake}``: mean gradient magnitude over the foreground boundary pixels of all images
     (``boundary_mask`` at ``threshold``, the midpoint 0 of [-1, 1] by default); ``_ratio`` = fake / real, below 1
     for blurred strokes."""
 
+    prefix = "boundary_sharpness"
+    empty_is_nan = True  # a set without any boundary pixel has no sharpness
+
     def __init__(self, threshold: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.threshold = float(threshold)
-        self._add_pair("count", torch.zeros((), dtype=torch.float64))
-        self._add_pair("total", torch.zeros((), dtype=torch.float64))
 
     def _update(self, images: Tensor, split: str) -> None:
         images = images.to(self.device, torch.float64)
         mask = boundary_mask(images, self.threshold)
-        self._accumulate("count", split, mask.sum().double())
-        self._accumulate("total", split, gradient_field(images)[mask].sum())
-
-    def compute(self) -> dict[str, float]:
-        values = {split: float(self.state("total", split) / self.state("count", split))
-                  if float(self.state("count", split)) > 0 else float("nan") for split in ("real", "fake")}
-        return {"boundary_sharpness_real": values["real"], "boundary_sharpness_fake": values["fake"],
-                "boundary_sharpness_ratio": safe_ratio(values["fake"], values["real"])}
+        self._add_values(split, gradient_field(images)[mask].sum(), mask.sum().double())
 
 
 def lag_correlations(images: Tensor, lags: int) -> Tensor:
@@ -62,30 +56,22 @@ def lag_correlations(images: Tensor, lags: int) -> Tensor:
     return torch.where(energy > 0, mean_product / energy.clamp_min(1e-300), torch.zeros_like(energy))
 
 
-class SpatialCorrelation(TwoSampleMetric):
+class SpatialCorrelation(MeanRatioMetric):
     """``spatial_correlation_{real,fake}``: mean ``lag_correlations`` at lags 1..``lags`` over image channels;
     ``_ratio`` = fake / real, below 1 for noisy, decorrelated texture."""
+
+    prefix = "spatial_correlation"
 
     def __init__(self, lags: int = 2, **kwargs) -> None:
         super().__init__(**kwargs)
         self.lags = int(lags)
-        self._add_pair("count", torch.zeros((), dtype=torch.float64))
-        self._add_pair("total", torch.zeros((), dtype=torch.float64))
 
     def _update(self, images: Tensor, split: str) -> None:
         if min(images.shape[-2:]) <= self.lags:
             raise ValueError(f"spatial correlation at lags up to {self.lags} needs larger images than "
                              f"{tuple(images.shape[-2:])}")
         correlations = lag_correlations(images.to(self.device), self.lags)
-        self._accumulate("count", split, torch.tensor(float(correlations.numel())))
-        self._accumulate("total", split, correlations.sum())
-
-    def compute(self) -> dict[str, float]:
-        self._require("count")
-        real = float(self.state("total", "real") / self.state("count", "real"))
-        fake = float(self.state("total", "fake") / self.state("count", "fake"))
-        return {"spatial_correlation_real": real, "spatial_correlation_fake": fake,
-                "spatial_correlation_ratio": safe_ratio(fake, real)}
+        self._add_values(split, correlations.sum(), float(correlations.numel()))
 
 
 class Background(TwoSampleMetric):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from spectral_diffusion.metrics.statistics import TwoSampleMetric, safe_ratio
+from spectral_diffusion.metrics.statistics import MeanRatioMetric, TwoSampleMetric, safe_ratio
 from spectral_diffusion.utils.validation import ConfigError
 
 GLCM_PROPERTIES = ("contrast", "dissimilarity", "correlation")
@@ -128,27 +128,16 @@ def gradient_field(images: Tensor) -> Tensor:
     return (gradient_y.square() + gradient_x.square()).sqrt()
 
 
-class GradientMagnitude(TwoSampleMetric):
+class GradientMagnitude(MeanRatioMetric):
     """``gradient_magnitude_{real,fake}``: mean ``gradient_magnitude`` per image channel; ``_ratio`` = fake/real."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._add_pair("count", torch.zeros((), dtype=torch.float64))
-        self._add_pair("total", torch.zeros((), dtype=torch.float64))
+    prefix = "gradient_magnitude"
 
     def _update(self, images: Tensor, split: str) -> None:
         if min(images.shape[-2:]) < 2:
             raise ValueError(f"gradient magnitude needs images of at least 2x2 pixels, got {tuple(images.shape)}")
         magnitude = gradient_magnitude(images.to(self.device))
-        self._accumulate("count", split, torch.tensor(float(magnitude.numel())))
-        self._accumulate("total", split, magnitude.sum())
-
-    def compute(self) -> dict[str, float]:
-        self._require("count")
-        real = float(self.state("total", "real") / self.state("count", "real"))
-        fake = float(self.state("total", "fake") / self.state("count", "fake"))
-        return {"gradient_magnitude_real": real, "gradient_magnitude_fake": fake,
-                "gradient_magnitude_ratio": safe_ratio(fake, real)}
+        self._add_values(split, magnitude.sum(), float(magnitude.numel()))
 
 
 def per_image_texture(images: Tensor, levels: int, distances: Sequence[int], angles: Sequence[float]) -> dict[str, Tensor]:
