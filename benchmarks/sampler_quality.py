@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from spectral_diffusion.cli import CONFIG_DIR
+from spectral_diffusion.diffusion.guidance import instantiate_sampler
 from spectral_diffusion.diffusion.samplers import validate_sampler
 from spectral_diffusion.evaluation import build_extractor
 from spectral_diffusion.metrics.quality import sample_quality
@@ -56,7 +56,7 @@ def sampler_for(name: str, steps: int, process):
     """The configured sampler ``conf/sampler/<name>.yaml`` with ``steps``, validated for ``process``."""
     node = OmegaConf.load(CONFIG_DIR / "sampler" / f"{name}.yaml")
     node.steps = steps
-    sampler = instantiate(node)
+    sampler = instantiate_sampler(node)
     validate_sampler(sampler, process)
     return sampler
 

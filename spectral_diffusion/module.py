@@ -15,6 +15,7 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from spectral_diffusion.diffusion.guidance import guidance_scale_of
 from spectral_diffusion.diffusion.predictions import Prediction
 from spectral_diffusion.ema import EMA
 from spectral_diffusion.losses import DiffusionLoss, LossContext
@@ -194,6 +195,9 @@ class DiffusionModule(LightningModule):
         ``deq``, ``"iterations"`` (max) and ``"residual"`` (max).
         """
         sampler = sampler or self.sampler
+        if guidance_scale_of(sampler) != 1.0:
+            raise ConfigError(f"sampler.guidance_scale={guidance_scale_of(sampler)} needs a conditional model trained "
+                              "with condition dropout; this model is unconditional, so leave it at 1.0")
         was_training = self.training
         self.eval()
         batches, reports = [], []

@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_diffusion.callbacks import AtomicCheckpointIO, load_checkpoint, log_figure, log_grid
+from spectral_diffusion.diffusion.guidance import instantiate_sampler
 from spectral_diffusion.diffusion.samplers import deq, validate_sampler
 from spectral_diffusion.evaluation import (
     EvaluationConfig,
@@ -81,7 +82,7 @@ def build(cfg: DictConfig | dict) -> Components:
     self_conditioning = float(check_range("self_conditioning", cfg.get("self_conditioning", 0.0), 0.0, 1.0))
     model = instantiate_checked(cfg.model, **_self_conditioning_channels(cfg, self_conditioning,
                                                                         datamodule.image_shape))
-    sampler = instantiate_checked(cfg.sampler)
+    sampler = instantiate_sampler(cfg.sampler, instantiate_checked)
     validate_sampler(sampler, process)
     if getattr(sampler, "func", sampler) is deq and self_conditioning > 0:
         raise ConfigError(f"sampler=deq solves every step at once, so it cannot feed each step the previous x̂0: "
@@ -223,7 +224,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if tuple(module.image_shape) != tuple(image_shape):
             raise ConfigError(f"ckpt_path={str(ckpt_path)!r} generates images of shape {module.image_shape} "
                               f"but data gives {tuple(image_shape)}; choose the data option it was trained on")
-        sampler = instantiate_checked(cfg.sampler) if cfg.get("sampler") else module.sampler
+        sampler = instantiate_sampler(cfg.sampler, instantiate_checked) if cfg.get("sampler") else module.sampler
         validate_sampler(sampler, module.process)
         num_samples = evaluation.num_samples
     objective_name, objective_note = objective(cfg, features, evaluation, num_samples, training=False)

@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 
 def sample(cfg: DictConfig) -> Path:
     import torch
-    from hydra.utils import instantiate
 
+    from spectral_diffusion.diffusion.guidance import instantiate_sampler
     from spectral_diffusion.diffusion.rotation import rotation_angles, sample_rotations
     from spectral_diffusion.diffusion.samplers import validate_sampler
     from spectral_diffusion.pipeline import load_module
@@ -30,7 +30,7 @@ def sample(cfg: DictConfig) -> Path:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     module = load_module(cfg.ckpt_path).to(device)
-    sampler = instantiate(cfg.sampler) if cfg.get("sampler") else module.sampler
+    sampler = instantiate_sampler(cfg.sampler) if cfg.get("sampler") else module.sampler
     validate_sampler(sampler, module.process)
     angles = rotation_angles(cfg.rotation.angles, cfg.rotation.frames) if cfg.get("rotation") else None
     if angles is not None:
