@@ -5,13 +5,17 @@ default 16x16 config under bf16 autocast, the versions interleaved round by roun
 all alike; prints the median step time of each and the ratios version/version 0 (targets: v1 ≤ 1.3, v3 ≤ 2.5).
 
 ``study``: versions × seeds × {mnist16, mnist_m32}, each trained through ``sd-train``'s pipeline for the same
-``--budget-seconds`` of wall clock (``trainer.max_time``, constant learning rate), then FID (the default features), ``eq_t``, ``eq_r``,
-``eq_r_generation``, training images/s and parameters. One JSON line per finished run in ``<out>/runs.jsonl``
+wall clock, then FID (the default features), ``eq_t``, ``eq_r``, ``eq_r_generation``, training images/s and
+parameters. The budget is either ``--budget-seconds`` of live wall clock (``trainer.max_time``, constant learning
+rate), fair only on an otherwise idle machine, or ``--budget-steps N --step-ratios r0 r1 r2 r3``: version v trains
+round(N · r0 / rv) steps, where rv is its step time measured by ``speed`` on an idle machine, so that every
+version gets the wall clock of N version-0 steps however loaded the machine is while the study runs. One JSON line per finished run in ``<out>/runs.jsonl``
 (a rerun skips finished runs: resumable); a markdown table (mean ± std over seeds) and a plot of FID and eq_r
 against the version are written from every line there.
 
     python benchmarks/alias_free.py speed
     python benchmarks/alias_free.py study --budget-seconds 600 --seeds 0 1 2 --out benchmarks/results/alias_free
+    python benchmarks/alias_free.py study --budget-steps 2000 --step-ratios 1 1.09 2.07 2.14 --datasets mnist16
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ def compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=["model=unet_alias_free", *overrides])
 
 
-def step_seconds(versions, rounds: int, steps: int, batch_size: int, device: str) -> dict[int, list[float]]:
+def step_seconds(versions, rounds: int, steps: int, batch_size: int, device: str,
+                 dataset: str = "mnist16") -> dict[int, list[float]]:
     """Per version, the mean seconds of one training step in each round (versions interleaved per round)."""
-    cfg = compose_train([])
+    cfg = compose_train(DATASETS[dataset])
     shape = (batch_size, cfg.data.source.channels, cfg.data.source.image_size, cfg.data.source.image_size)
     models, optimizers = {}, {}
     for version in versions:
@@ -86,10 +91,10 @@ def step_seconds(versions, rounds: int, steps: int, batch_size: int, device: str
 def run_speed(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    times = step_seconds(VERSIONS, args.rounds, args.steps, args.batch_size, args.device)
+    times = step_seconds(VERSIONS, args.rounds, args.steps, args.batch_size, args.device, args.dataset)
     median = {version: statistics.median(values) for version, values in times.items()}
     print(f"device={args.device} threads={torch.get_num_threads()} batch={args.batch_size} rounds={args.rounds} "
-          f"steps/round={args.steps} (bf16 autocast, default 16x16 model=unet_alias_free)")
+          f"steps/round={args.steps} (bf16 autocast, model=unet_alias_free, {args.dataset})")
     for version in VERSIONS:
         print(f"version {version}: {1000 * median[version]:.1f} ms/step, "
               f"ratio to version 0: {median[version] / median[0]:.2f}")
@@ -118,9 +123,16 @@ def lightning_duration(seconds: int) -> str:
 
 def study_one(dataset: str, version: int, seed: int, args, out: Path) -> dict:
     run_dir = out / run_key(dataset, version, seed)
-    seconds = int(args.budget_seconds)
+    if args.budget_steps:
+        steps = round(args.budget_steps * args.step_ratios[0] / args.step_ratios[version])
+        budget = {"budget_steps": steps}
+        limits = [f"trainer.max_steps={steps}"]
+    else:
+        seconds = int(args.budget_seconds)
+        budget = {"budget_seconds": seconds}
+        limits = [f"+trainer.max_time='{lightning_duration(seconds)}'", "trainer.max_steps=100000000"]
     overrides = [*DATASETS[dataset], f"model.version={version}", f"seed={seed}", "~logger", "~callbacks.lr_monitor",
-                 f"+trainer.max_time='{lightning_duration(seconds)}'", "trainer.max_steps=100000000", "scheduler=constant",
+                 *limits, "scheduler=constant",
                  "trainer.enable_progress_bar=false",
                  f"trainer.val_check_interval={args.val_check_interval}", "trainer.accelerator=cpu" if args.cpu else "",
                  f"evaluation.num_samples={args.num_samples}", "evaluation.battery=false",
@@ -137,7 +149,7 @@ def study_one(dataset: str, version: int, seed: int, args, out: Path) -> dict:
     equivariance, _ = model_equivariance(module, images, bins=args.eq_bins, generation_samples=args.eq_images,
                                          steps=args.sampler_steps, seed=seed)
     return {"key": run_key(dataset, version, seed), "dataset": dataset, "version": version, "seed": seed,
-            "budget_seconds": seconds, "fid": metrics[fid_key], "fid_key": fid_key,
+            **budget, "fid": metrics[fid_key], "fid_key": fid_key,
             "eq_t": equivariance["eq_t"], "eq_r": equivariance["eq_r"],
             "eq_r_generation": equivariance["eq_r_generation"],
             "train_images_per_second": metrics["train_images_per_second"], "global_step": metrics["global_step"],
@@ -184,6 +196,14 @@ def summarise(runs: list[dict], out: Path) -> str:
 
 
 def run_study(args) -> None:
+    if args.budget_steps is not None:
+        if args.budget_steps < 1:
+            raise SystemExit(f"--budget-steps={args.budget_steps} must be >= 1")
+        if args.step_ratios is None or len(args.step_ratios) != len(VERSIONS) or min(args.step_ratios) <= 0:
+            raise SystemExit("--budget-steps needs --step-ratios with one positive step time ratio per version "
+                             f"{list(VERSIONS)}, as printed by `python benchmarks/alias_free.py speed`")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
@@ -212,8 +232,14 @@ def main() -> None:
     speed.add_argument("--batch-size", type=int, default=64)
     speed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     speed.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    speed.add_argument("--dataset", default="mnist16", choices=list(DATASETS))
     study = commands.add_parser("study", help="quality at equal wall clock")
     study.add_argument("--budget-seconds", type=float, default=600)
+    study.add_argument("--budget-steps", type=int, default=None,
+                       help="version 0's training steps; the others get the same wall clock via --step-ratios")
+    study.add_argument("--step-ratios", type=float, nargs="+", default=None,
+                       help="step time of versions 0-3 relative to version 0, measured by `speed` on an idle machine")
+    study.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     study.add_argument("--versions", type=int, nargs="+", default=list(VERSIONS), choices=VERSIONS)
     study.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
