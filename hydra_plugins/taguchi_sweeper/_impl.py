@@ -26,6 +26,7 @@ from spectral_diffusion.taguchi.sweep_folder import (
     RESULTS_FILE,
     JobResult,
     SweepSpec,
+    read_interval,
     read_response,
     relative_output_dir,
     write_analysis,
@@ -277,7 +278,8 @@ class TaguchiSweeperImpl:
             error = ret._return_value  # the task's exception; return_value would re-raise it
             return JobResult(job, row, replicate, seed, "failed", None, folder, f"{type(error).__name__}: {error}")
         status, value, reason = read_response(output_dir, self.response)
-        return JobResult(job, row, replicate, seed, status, value, folder, reason)
+        return JobResult(job, row, replicate, seed, status, value, folder, reason,
+                         read_interval(output_dir, self.response))
 
     def _launch(self, batch: list[tuple[int, Sequence[str]]]) -> Sequence[JobReturn]:
         returns = self.launcher.launch([list(o) for _, o in batch], initial_job_idx=batch[0][0])

@@ -20,6 +20,7 @@ from spectral_diffusion.taguchi.sweep_folder import (
     SweepSpec,
     job_folder,
     read_confirmation_csv,
+    read_interval,
     read_response,
     read_results_csv,
     write_analysis,
@@ -46,8 +47,10 @@ def _reread(sweep_dir: Path, results: list[JobResult], response: str) -> list[Jo
         if r.status == "failed":
             reread.append(r)
             continue
-        status, value, reason = read_response(job_folder(sweep_dir, r.output_dir), response)
-        reread.append(JobResult(r.job, r.row, r.replicate, r.seed, status, value, r.output_dir, reason))
+        folder = job_folder(sweep_dir, r.output_dir)
+        status, value, reason = read_response(folder, response)
+        reread.append(JobResult(r.job, r.row, r.replicate, r.seed, status, value, r.output_dir, reason,
+                                read_interval(folder, response)))
     return reread
 
 

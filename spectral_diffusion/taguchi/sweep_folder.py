@@ -20,6 +20,7 @@ from spectral_diffusion.taguchi.analysis import analyze
 from spectral_diffusion.taguchi.arrays import get_array
 from spectral_diffusion.taguchi.design import Design, Factor
 from spectral_diffusion.taguchi.errors import DesignError
+from spectral_diffusion.taguchi.noise import noise_markdown, noise_report
 from spectral_diffusion.taguchi.report import analysis_markdown, plot_interaction, plot_main_effects
 from spectral_diffusion.taguchi.results import TaguchiResult
 from spectral_diffusion.taguchi.signal_to_noise import MIN_REPLICATES, signal_to_noise
@@ -108,6 +109,7 @@ class JobResult:
     value: float | None
     output_dir: str
     error: str = ""
+    interval: tuple[float, float] | None = None  # the response's measurement interval, when metrics.json has one
 
 
 def read_response(output_dir: str | Path, response: str) -> tuple[str, float | None, str]:
@@ -126,6 +128,20 @@ def read_response(output_dir: str | Path, response: str) -> tuple[str, float | N
     if not math.isfinite(value):
         return "non_finite", None, f"{METRICS_FILE}[{response!r}] is {value}"
     return "ok", value, ""
+
+
+def read_interval(output_dir: str | Path, response: str) -> tuple[float, float] | None:
+    """The evaluation's confidence interval of ``response`` (``<response>_ci_low``, ``<response>_ci_high`` in
+    ``output_dir/metrics.json``), or None when the run has none."""
+    path = Path(output_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    try:
+        low, high = float(metrics[f"{response}_ci_low"]), float(metrics[f"{response}_ci_high"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (low, high) if math.isfinite(low) and math.isfinite(high) else None
 
 
 def write_design_csv(path: str | Path, spec: SweepSpec) -> Path:
@@ -159,13 +175,16 @@ def write_results_csv(path: str | Path, spec: SweepSpec, results: Sequence[JobRe
     path = Path(path)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["job", "row", "replicate", "seed", *names, "status", spec.response, "output_dir", "error"])
+        writer.writerow(["job", "row", "replicate", "seed", *names, "status", spec.response, "output_dir", "error",
+                         "ci_low", "ci_high"])
         for result in sorted(results, key=lambda r: r.job):
             settings = design.settings(result.row)
+            interval = ["", ""] if result.interval is None else [repr(v) for v in result.interval]
             writer.writerow(
                 [result.job, result.row, result.replicate, result.seed]
                 + [_cell(settings[n]) for n in names]
                 + [result.status, "" if result.value is None else repr(result.value), result.output_dir, result.error]
+                + interval
             )
     return path
 
@@ -179,13 +198,17 @@ def read_results_csv(path: str | Path) -> list[JobResult]:
         header = next(reader)
         rows = list(reader)
     status_at, dir_at = header.index("status"), header.index("output_dir")
+    low_at = header.index("ci_low") if "ci_low" in header else None  # results.csv written before intervals: none
     results = []
     for row in rows:
         text = row[status_at + 1]
+        interval = None
+        if low_at is not None and row[low_at] and row[low_at + 1]:
+            interval = (float(row[low_at]), float(row[low_at + 1]))
         results.append(JobResult(
             job=int(row[0]), row=int(row[1]), replicate=int(row[2]), seed=_parse_seed(row[3]),
             status=row[status_at], value=float(text) if text else None, output_dir=row[dir_at],
-            error=row[dir_at + 1],
+            error=row[dir_at + 1], interval=interval,
         ))
     return results
 
@@ -415,9 +438,12 @@ def write_analysis(
     result = analyze_sweep(spec, results)
     settings = confirmation_settings or {}
     confirmation = confirm(result, settings, confirmation_results) if confirmation_results else None
+    intervals = {r.job: r.interval for r in results if r.status == "ok" and r.interval is not None}
+    noise = noise_report(spec.design, result.responses, intervals, result.alpha)
     markdown = "\n".join(
         part for part in (
             analysis_markdown(result),
+            noise_markdown(noise, spec.design),
             sweep_markdown(spec, results),
             confirmation_markdown(confirmation, settings, confirmation_results, result.quantity),
         ) if part
