@@ -61,20 +61,29 @@ def test_sd_train_writes_the_model_groups_into_metrics_json_and_the_report(tiny_
     assert re.search(r"^\| `eq_r_generation` \| [^|]+ \| [^|]+ \| generation rotation equivariance", report,
                      flags=re.MULTILINE)
     check_report(run_dir, metrics)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert {"eval/equivariance_by_t", "eval/straightness_by_t"} <= set(events.Tags()["images"])
+    assert {"eval/eq_r", "eval/straightness"} <= set(events.Tags()["scalars"])
 
 
 def test_sd_eval_computes_the_groups_it_is_given_and_no_others(tiny_run, tmp_path, cache_dir):
     run_dir, _ = tiny_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    common = [f"ckpt_path={ckpt}", "features=none", "optimized_metric=js_divergence", "evaluation.num_samples=8", "sampler=ddim", "sampler.steps=2",
-              "evaluation.bootstrap=null", "evaluation.timestep_bins=0", *TINY_OPTIONS]
-    only_straightness = evaluate(compose_eval([*common, "evaluation.battery_options.groups=[statistics,straightness]"],
+    common = [f"ckpt_path={ckpt}", "features=none", "optimized_metric=js_divergence", "evaluation.num_samples=8",
+              "sampler=ddim", "sampler.steps=2", "evaluation.timestep_bins=0", *TINY_OPTIONS]
+    only_straightness = evaluate(compose_eval([*common, "evaluation.bootstrap=20",
+                                               "evaluation.battery_options.groups=[statistics,straightness]"],
                                               tmp_path / "one", cache_dir))
     stored = json.loads((tmp_path / "one" / "eval" / "metrics.json").read_text())
     assert set(SCALARS["straightness"]) <= set(stored) and "straightness_by_t" in stored
+    assert stored["straightness_ci_low"] <= stored["straightness"] <= stored["straightness_ci_high"]
+    check_report(tmp_path / "one" / "eval", only_straightness)
     assert not any(key.startswith("eq_") for key in stored)
-    off = evaluate(compose_eval([*common, "evaluation.battery_options.groups=[statistics]"], tmp_path / "off",
-                                cache_dir))
+    off = evaluate(compose_eval([*common, "evaluation.bootstrap=null", "evaluation.battery_options.groups=[statistics]"],
+                                tmp_path / "off", cache_dir))
     for group, keys in SCALARS.items():
         assert not set(keys) & set(off) and PER_T[group] not in off and group not in off["skipped"]
     assert not (tmp_path / "off" / "eval" / "figures" / "straightness_by_t.png").exists()

@@ -115,3 +115,18 @@ def test_the_vp_path_of_one_data_point_is_the_arc_of_its_schedule():
     assert 0.05 < result["straightness"] < math.pi**2 / 8 - 1  # curved, but no more than the whole quarter arc
     figure = straightness_figure(grid[:-1], result["deviation"].float())
     assert len(figure.axes[0].lines[0].get_xdata()) == steps
+
+
+def test_the_bootstrap_interval_over_paths():
+    meter = TrajectoryStraightness()
+    for radius in (1.0, 2.0, 5.0):  # arcs of one angle: every resample has the same S
+        meter.update(arc(torch.linspace(0, 1.0, 6, dtype=torch.float64), radius))
+    point = meter.compute()["straightness"]
+    assert meter.interval(resamples=200, level=0.9, seed=0) == pytest.approx((point, point), rel=1e-12)
+    for angle in (0.2, 1.5, 2.5):  # now the paths differ
+        meter.update(arc(torch.linspace(0, angle, 6, dtype=torch.float64)))
+    point = meter.compute()["straightness"]
+    low, high = meter.interval(resamples=200, level=0.9, seed=0)
+    assert low < point < high and (low, high) == meter.interval(resamples=200, level=0.9, seed=0)
+    assert meter.interval(resamples=200, level=0.5, seed=0)[1] - meter.interval(resamples=200, level=0.5, seed=0)[0] \
+        < high - low

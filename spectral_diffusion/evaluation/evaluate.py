@@ -80,7 +80,8 @@ def _straightness_group(module, real: Tensor, evaluation: EvaluationConfig) -> t
     """The ``straightness`` battery group: ``model_straightness`` with the ``straightness_*`` battery options."""
     options = evaluation.battery_options
     return model_straightness(module, samples=options.straightness_samples, steps=options.straightness_steps,
-                              seed=evaluation.seed, batch_size=evaluation.batch_size)
+                              seed=evaluation.seed, batch_size=evaluation.batch_size,
+                              resamples=evaluation.bootstrap, level=evaluation.level)
 
 
 # The battery groups that measure the network (metrics.battery.MODEL_GROUPS): group -> (metrics, figure).

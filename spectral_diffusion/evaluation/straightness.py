@@ -15,15 +15,16 @@ from spectral_diffusion.utils.validation import check_int
 
 
 @torch.no_grad()
-def model_straightness(module, *, samples: int = 64, steps: int = 20, seed: int = 0,
-                       batch_size: int = 64) -> tuple[dict[str, object], Figure]:
+def model_straightness(module, *, samples: int = 64, steps: int = 20, seed: int = 0, batch_size: int = 64,
+                       resamples: int | None = None, level: float = 0.95) -> tuple[dict[str, object], Figure]:
     """``straightness`` of ``samples`` trajectories of the module's EMA denoiser (with self-conditioning when trained
     with it) under DDIM with η = 0 and ``steps`` steps: the discretised probability-flow ODE of its own process,
     whatever sampler the run uses, so checkpoints compare; x_T of trajectory i from generator ``seed + i``.
 
     Also ``straightness_deviation_peak`` (the largest mean per-step deviation 1 − cos θ from the chord) and
     ``straightness_deviation_peak_t`` (that step's start time), ``straightness_by_t`` ({"t", "deviation"} per step)
-    and the figure of the deviation against t."""
+    and the figure of the deviation against t. With ``resamples``, ``straightness_ci_low``/``_ci_high``: its
+    bootstrap interval at ``level`` over the trajectories (``TrajectoryStraightness.interval``, seeded by ``seed``)."""
     samples = check_int("straightness samples", samples, 1)
     steps = check_int("straightness steps", steps, 1)
     was_training = module.training
@@ -47,4 +48,7 @@ def model_straightness(module, *, samples: int = 64, steps: int = 20, seed: int 
         "straightness_deviation_peak_t": float(times[peak]),
         "straightness_by_t": {"t": times.tolist(), "deviation": deviation.tolist()},
     }
+    if resamples is not None:
+        metrics["straightness_ci_low"], metrics["straightness_ci_high"] = meter.interval(
+            resamples=resamples, level=level, seed=seed)
     return metrics, straightness_figure(times, deviation)

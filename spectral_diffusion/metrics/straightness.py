@@ -25,6 +25,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from spectral_diffusion.metrics.bootstrap import percentile_interval, resample_counts
+
 
 @torch.no_grad()
 def sample_trajectory(sampler: Callable, denoise_fn, process, x_T: Tensor, steps: int | Tensor) -> Tensor:
@@ -41,12 +43,12 @@ def sample_trajectory(sampler: Callable, denoise_fn, process, x_T: Tensor, steps
 class TrajectoryStraightness:
     """Accumulates straightness over batches of trajectories (float64): E[L²], E‖D‖² and the mean deviation
     1 − cos θ_k of each step from its path's chord (see the module docstring). ``compute()`` gives
-    ``{"straightness": S, "deviation": (K,) tensor}``; a path whose chord is zero (it ends where it started) has no
-    direction and is refused."""
+    ``{"straightness": S, "deviation": (K,) tensor}`` and ``interval()`` a bootstrap interval of S over paths; a path
+    whose chord is zero (it ends where it started) has no direction and is refused."""
 
     def __init__(self) -> None:
-        self.squared_length = 0.0
-        self.squared_chord = 0.0
+        self.squared_lengths: list[Tensor] = []  # L² of each path
+        self.squared_chords: list[Tensor] = []  # ‖D‖² of each path
         self.deviation: Tensor | None = None
         self.count = 0
 
@@ -68,15 +70,25 @@ class TrajectoryStraightness:
         elif len(self.deviation) != len(deviation):
             raise ValueError(f"trajectories of {len(deviation)} steps after ones of {len(self.deviation)}")
         self.deviation += deviation.cpu()
-        self.squared_length += float(lengths.sum(0).square().sum())
-        self.squared_chord += float(chord_length.square().sum())
+        self.squared_lengths.append(lengths.sum(0).square().cpu())
+        self.squared_chords.append(chord_length.square().cpu())
         self.count += trajectory.shape[1]
 
     def compute(self) -> dict[str, object]:
         if self.count == 0:
             raise ValueError("no trajectory was given")
-        return {"straightness": (self.squared_length - self.squared_chord) / self.squared_chord,
+        squared_length, squared_chord = (float(torch.cat(values).sum()) for values in (self.squared_lengths,
+                                                                                        self.squared_chords))
+        return {"straightness": (squared_length - squared_chord) / squared_chord,
                 "deviation": self.deviation / self.count}
+
+    def interval(self, *, resamples: int, level: float, seed: int) -> tuple[float, float]:
+        """Percentile bootstrap interval (``metrics.bootstrap.percentile_interval``) of the straightness at
+        ``level``: the paths resampled with replacement ``resamples`` times from a generator seeded by ``seed``."""
+        squared_lengths, squared_chords = torch.cat(self.squared_lengths), torch.cat(self.squared_chords)
+        counts = resample_counts(len(squared_lengths), resamples, torch.Generator().manual_seed(seed))
+        replicates = (counts @ squared_lengths) / (counts @ squared_chords) - 1.0
+        return percentile_interval(replicates, level, self.compute()["straightness"])
 
 
 def straightness_figure(times: Tensor, deviation: Tensor) -> Figure:
