@@ -82,8 +82,8 @@ def test_sd_eval_computes_the_groups_it_is_given_and_no_others(tiny_run, tmp_pat
     assert stored["straightness_ci_low"] <= stored["straightness"] <= stored["straightness_ci_high"]
     check_report(tmp_path / "one" / "eval", only_straightness)
     assert not any(key.startswith("eq_") for key in stored)
-    off = evaluate(compose_eval([*common, "evaluation.bootstrap=null", "evaluation.battery_options.groups=[statistics]"],
-                                tmp_path / "off", cache_dir))
+    off = evaluate(compose_eval([*common, "evaluation.bootstrap=null",
+                                 "evaluation.battery_options.groups=[statistics]"], tmp_path / "off", cache_dir))
     for group, keys in SCALARS.items():
         assert not set(keys) & set(off) and PER_T[group] not in off and group not in off["skipped"]
     assert not (tmp_path / "off" / "eval" / "figures" / "straightness_by_t.png").exists()
@@ -93,7 +93,8 @@ def test_sd_eval_computes_the_groups_it_is_given_and_no_others(tiny_run, tmp_pat
 
 def test_samples_alone_skip_the_model_groups_with_the_reason(tiny_run, tmp_path, cache_dir):
     run_dir, _ = tiny_run
-    metrics = evaluate(compose_eval([f"samples={run_dir / 'samples.npz'}", "features=none",  "optimized_metric=js_divergence",
+    metrics = evaluate(compose_eval([f"samples={run_dir / 'samples.npz'}", "features=none",
+                                     "optimized_metric=js_divergence",
                                      "evaluation.bootstrap=null", "evaluation.timestep_bins=0",
                                      "evaluation.battery_options.groups=[statistics,equivariance,straightness]"],
                                     tmp_path, cache_dir))

@@ -340,9 +340,10 @@ def deq(denoise_fn: DenoiseFn, process, x_T: Tensor, steps: int | Tensor, *, gen
     With ``anderson_memory`` > 0 (Anderson acceleration, Walker & Ni 2011, per sample) or ``damping`` < 1 the whole
     trajectory is iterated until its relative residual ‖F(z) − z‖/‖F(z)‖ < ``tolerance`` (Pokle et al.'s solver).
     Each sample is solved on its own and frozen once done, so a sample never depends on its batch. Returns the
-    last state. ``info``: "iterations" (sweeps), "residual" (largest final relative residual ‖F(z) − z‖/‖F(z)‖ of a
-    trajectory over the batch, with the front counted over the states not made exact by propagation), "nfe" (network evaluations per trajectory: the states evaluated, summed over sweeps; with the
-    front at most N(N + 1)/2, otherwise iterations·N).
+    last state. ``info``: "iterations" (sweeps), "residual" (largest final relative residual ‖F(z) − z‖/‖F(z)‖ of
+    a trajectory over the batch; with the front, over the states not made exact by propagation) and "nfe" (network
+    evaluations per trajectory: the states evaluated, summed over sweeps; with the front at most N(N + 1)/2,
+    otherwise iterations·N).
     """
     grid = time_grid(process, steps)
     total, batch = len(grid) - 1, x_T.shape[0]

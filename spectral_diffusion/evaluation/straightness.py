@@ -1,5 +1,5 @@
 """Straightness of a trained model's probability-flow trajectories (``metrics.straightness`` applied to a module):
-deterministic DDIM (η = 0) from the prior to a sample, its straightness and curvature per noise level, and the figure."""
+deterministic DDIM (η = 0) from the prior to a sample, straightness, curvature per noise level and the figure."""
 
 from __future__ import annotations
 
