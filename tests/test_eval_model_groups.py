@@ -100,6 +100,10 @@ def test_samples_alone_skip_the_model_groups_with_the_reason(tiny_run, tmp_path,
                                     tmp_path, cache_dir))
     assert metrics["skipped"]["equivariance"] == metrics["skipped"]["straightness"] == MODEL_GROUP_REASON
     assert "js_divergence" in metrics and not any(k.startswith(("eq_", "straightness")) for k in metrics)
+    # nor can they be the objective: refused before any work, naming the key
+    with pytest.raises(ConfigError, match=r"optimized_metric='straightness' is not a metric this run computes"):
+        evaluate(compose_eval([f"samples={run_dir / 'samples.npz'}", "features=none", "optimized_metric=straightness",
+                               "evaluation.battery_options.groups=[statistics,straightness]"], tmp_path, cache_dir))
 
 
 @pytest.mark.parametrize(
