@@ -101,6 +101,7 @@ METRIC_NAMES: tuple[MetricName, ...] = (
     MetricName("sample_seconds_per_image_per_nfe", "sampling seconds per image per network evaluation"),
     MetricName("sample_seconds_per_image", "sampling seconds per image"),
     MetricName("sampler_nfe", "network evaluations per sampling trajectory (NFE)"),
+    MetricName("sampler_iterations", "sweeps of the parallel sampler (deq) the slowest batch used"),
     MetricName("peak_memory_mb",
                "peak memory (MiB): CUDA memory allocated while sampling, on CPU the process's peak RSS"),
     MetricName("num_samples", "generated images evaluated"),
