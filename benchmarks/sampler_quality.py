@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> Path:
         row = {"model": model, "sampler": sampler_name, "steps": steps, "num_samples": args.num_samples,
                "checkpoint": str(models[model])}
         if sampler_name == "deq" and steps > args.deq_max_steps:
-            row.update(status="skipped", reason=f"deq costs iterations x steps NFE; steps > --deq-max-steps="
+            row.update(status="skipped", reason=f"deq costs up to steps·(steps + 1)/2 NFE; steps > --deq-max-steps="
                                                 f"{args.deq_max_steps}")
         else:
             if model not in loaded:

@@ -38,6 +38,7 @@ from spectral_diffusion.evaluation import (
     resolve_objective,
     timed_generate,
 )
+from spectral_diffusion.metrics.battery import MODEL_GROUPS
 from spectral_diffusion.module import DiffusionModule
 from spectral_diffusion.utils.images import save_grid, save_samples_npz
 from spectral_diffusion.utils.progress import progress_bar
@@ -227,7 +228,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         sampler = instantiate_sampler(cfg.sampler, instantiate_checked) if cfg.get("sampler") else module.sampler
         validate_sampler(sampler, module.process)
         num_samples = evaluation.num_samples
-    objective_name, objective_note = objective(cfg, features, evaluation, num_samples, training=False)
+    objective_name, objective_note = objective(cfg, features, evaluation, num_samples, training=False,
+                                               model=module is not None)
 
     extractor = build_extractor(features, datamodule, device)
     if module is not None:
@@ -246,17 +248,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def objective(cfg: DictConfig, features, evaluation: EvaluationConfig, num_samples: int, *,
-              training: bool) -> tuple[str | None, str | None]:
+              training: bool, model: bool = True) -> tuple[str | None, str | None]:
     """The metrics.json key of ``optimized_metric`` and a note when it fell back (``features=none`` computes no
     feature metric: a default ``fid`` becomes val_loss for sd-train, spectral_mse for sd-eval; one the user named
-    on the command line is refused), checked before any training or sampling."""
+    on the command line is refused), checked before any training or sampling. ``model``: whether a network is
+    evaluated (the battery's model groups need one)."""
     fallbacks = ["val_loss"] if training else []
     if evaluation.battery and "spectral" in evaluation.battery_groups:
         fallbacks.append("spectral_mse")
     shorthands = ({"val_loss": "val_loss"} if training else {}) if features.name is None else (
         metric_shorthands(features.name, num_samples, val_loss=training))
     explicit = any(override.lstrip("+~").split("=")[0] == "optimized_metric" for override in _overrides(cfg))
-    return resolve_objective(cfg.get("optimized_metric"), shorthands, evaluation.battery_groups,
+    # without a model (sd-eval samples=...) the battery's model groups are skipped: their keys are not objectives
+    groups = [group for group in evaluation.battery_groups if model or group not in MODEL_GROUPS]
+    return resolve_objective(cfg.get("optimized_metric"), shorthands, groups,
                              features_available=features.name is not None, explicit=explicit, fallbacks=fallbacks)
 
 

@@ -147,7 +147,8 @@ def test_blurred_copy_loses_and_sharpened_copy_gains_high_frequencies():
 def test_identical_sets_score_as_indistinguishable():
     images = fields(2.0, count=300)
     result = evaluate_battery(images, images.clone(), features=RandomProjection(),
-                              config={"groups": [group for group in battery_module.GROUPS if group != "lpips"],
+                              config={"groups": [group for group in battery_module.GROUPS
+                                                 if group not in ("lpips", *battery_module.MODEL_GROUPS)],
                                       "kid_subsets": 5})
     metrics = result.metrics
     assert metrics["fid_projection@300"] == pytest.approx(0.0, abs=1e-6)
@@ -162,6 +163,9 @@ def test_identical_sets_score_as_indistinguishable():
     assert metrics["classifier_auc"] == pytest.approx(0.5, abs=0.12)
     assert metrics["severity"] < 0.05
     assert set(result.skipped) == set()
+    # images alone cannot measure the network: the model groups are skipped with the reason
+    model_only = evaluate_battery(images, images, config={"groups": list(battery_module.MODEL_GROUPS)})
+    assert model_only.skipped == {group: battery_module.MODEL_GROUP_REASON for group in battery_module.MODEL_GROUPS}
 
 
 def test_two_draws_of_one_distribution_have_auc_near_half_and_no_rejections():

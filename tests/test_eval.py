@@ -3,6 +3,7 @@ input checks before any work, sd-train's battery in metrics.json/report.md and t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from spectral_diffusion.cli import CONFIG_DIR
+from spectral_diffusion.diffusion.samplers import deq
 from spectral_diffusion.evaluation import (
     EvaluationConfig,
     describe,
@@ -264,6 +266,9 @@ def test_runtime_counts_network_evaluations_per_trajectory(cfg_debug):
     assert runtime["sampler_nfe"] == 5  # debug sampler: DDIM, 5 steps; 3 batches must not triple it
     assert runtime["num_parameters"] == module.num_parameters()
     assert runtime["sample_seconds_per_image"] == pytest.approx(runtime["sample_seconds"] / 10)
+    assert "sampler_iterations" not in runtime
+    _, runtime = timed_generate(module, 3, seed=0, batch_size=2, sampler=functools.partial(deq, steps=4))
+    assert runtime["sampler_iterations"] == 4 and 4 <= runtime["sampler_nfe"] <= 10  # 4 sweeps, ≤ 4·5/2 states
 
 
 def test_definitions_name_extractor_and_count():

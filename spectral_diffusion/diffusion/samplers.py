@@ -323,76 +323,107 @@ def _anderson_mix(states: Tensor, images: Tensor, damping: float) -> Tensor:
 
 @torch.no_grad()
 def deq(denoise_fn: DenoiseFn, process, x_T: Tensor, steps: int | Tensor, *, generator=None,
-        callback=None, info: dict | None = None, max_iterations: int = 20, tolerance: float = 1e-3,
-        anderson_memory: int = 5, damping: float = 1.0, batch_size: int = 512, clip_x0: bool = False) -> Tensor:
+        callback=None, info: dict | None = None, max_iterations: int | None = None, tolerance: float = 1e-3,
+        anderson_memory: int = 0, damping: float = 1.0, batch_size: int = 512, clip_x0: bool = False) -> Tensor:
     """Implicit equilibrium sampling: the whole DDIM (η = 0) trajectory as one fixed point (Pokle, Geng & Kolter
-    2022, "Deep Equilibrium Approaches to Diffusion Models", eq. 6–7), solved with Anderson acceleration.
+    2022, "Deep Equilibrium Approaches to Diffusion Models", eq. 6–7), solved by parallel sweeps.
 
     Unknowns z = (x_{t_1}, …, x_{t_N}); the map F applies one DDIM step to every state in parallel,
     F(z)_{k+1} = DDIM(x_{t_k}, t_k → t_{k+1}) with x_{t_0} = x_T, the network seeing the stacked states in
-    chunks of ``batch_size`` rows. The fixed point z = F(z) is sequential DDIM's trajectory. Each sample is
-    solved on its own (its own Anderson history, Walker & Ni 2011; ``anderson_memory`` = 0 gives damped
-    Picard/Jacobi iteration, exact after N sweeps with ``damping`` = 1) and frozen once its relative residual
-    ‖F(z) − z‖/‖F(z)‖ < ``tolerance``, so a sample never depends on its batch. Returns the last state of F(z).
-    ``info``: "iterations" (sweeps of F), "residual" (largest final relative residual over the batch) and
-    "nfe" = iterations·N (network evaluations per trajectory of the slowest sample).
+    chunks of ``batch_size`` rows. The fixed point z = F(z) is sequential DDIM's trajectory.
+
+    Default (``anderson_memory`` = 0, ``damping`` = 1): Picard/Jacobi sweeps z ← F(z) with a converged front, as
+    ParaDiGMS does (Shih et al. 2023, Alg. 1, a window as long as the trajectory). A sweep makes the first state past
+    the front exact (its input is), so N sweeps reproduce DDIM exactly (``max_iterations`` = None means N); states
+    past it whose relative change ‖F(z)_k − z_k‖/‖F(z)_k‖ fell below ``tolerance``, in an unbroken run, join the
+    front too, which is what can finish in fewer than N sweeps. States behind the front are never evaluated again.
+    With ``anderson_memory`` > 0 (Anderson acceleration, Walker & Ni 2011, per sample) or ``damping`` < 1 the whole
+    trajectory is iterated until its relative residual ‖F(z) − z‖/‖F(z)‖ < ``tolerance`` (Pokle et al.'s solver).
+    Each sample is solved on its own and frozen once done, so a sample never depends on its batch. Returns the
+    last state. ``info``: "iterations" (sweeps), "residual" (largest final relative residual ‖F(z) − z‖/‖F(z)‖ of
+    a trajectory over the batch; with the front, over the states not made exact by propagation) and "nfe" (network
+    evaluations per trajectory: the states evaluated, summed over sweeps; with the front at most N(N + 1)/2,
+    otherwise iterations·N).
     """
     grid = time_grid(process, steps)
-    _check_deq_options(max_iterations, tolerance, anderson_memory, damping, batch_size)
     total, batch = len(grid) - 1, x_T.shape[0]
+    max_iterations = total if max_iterations is None else max_iterations
+    _check_deq_options(max_iterations, tolerance, anderson_memory, damping, batch_size)
     image_shape = x_T.shape[1:]
     times_in, times_out = grid[:-1].to(x_T.device), grid[1:].to(x_T.device)
+    use_front = anderson_memory == 0 and damping == 1.0
 
-    def sweep(trajectory: Tensor, start: Tensor) -> Tensor:
-        """F: (b, N·D) trajectories → one DDIM step of every state, (b, N·D)."""
-        b = len(trajectory)
-        states = trajectory.reshape(b, total, *image_shape)
-        inputs = torch.cat([start[:, None], states[:, :-1]], dim=1).transpose(0, 1).reshape(total * b, *image_shape)
-        t = times_in.repeat_interleave(b)
-        s = times_out.repeat_interleave(b)
+    def sweep(trajectory: Tensor, start: Tensor, first: int) -> Tensor:
+        """F on states first..N−1 of (b, N, ...) trajectories (one DDIM step each); earlier states are copied."""
+        b, count = len(trajectory), total - first
+        previous = torch.cat([start[:, None], trajectory[:, :-1]], dim=1)[:, first:]
+        inputs = previous.transpose(0, 1).reshape(count * b, *image_shape)
+        t = times_in[first:].repeat_interleave(b)
+        s = times_out[first:].repeat_interleave(b)
         outputs = []
-        for rows in torch.split(torch.arange(total * b, device=x_T.device), batch_size):
+        for rows in torch.split(torch.arange(count * b, device=x_T.device), batch_size):
             x0, eps = _estimate(denoise_fn, process, inputs[rows], t[rows], clip_x0)
             outputs.append(_ddim_step(process, x0, eps, s[rows]))
-        stepped = torch.cat(outputs).reshape(total, b, *image_shape).transpose(0, 1)
-        return stepped.reshape(b, -1)
+        stepped = torch.cat(outputs).reshape(count, b, *image_shape).transpose(0, 1)
+        return torch.cat([trajectory[:, :first], stepped], dim=1)
 
-    z = x_T.reshape(batch, 1, -1).expand(batch, total, -1).reshape(batch, -1).clone()
+    z = x_T[:, None].expand(batch, total, *image_shape).clone()
     solution = z.clone()
     residual = torch.full((batch,), float("inf"), dtype=torch.float64, device=x_T.device)
+    front = torch.zeros(batch, dtype=torch.long, device=x_T.device)  # states known to be converged, per sample
     active = torch.ones(batch, dtype=torch.bool, device=x_T.device)
+    state_index = torch.arange(total, device=x_T.device)
     states_history = images_history = None
     if anderson_memory > 0:
-        states_history = torch.zeros(batch, anderson_memory, z.shape[1], dtype=z.dtype, device=z.device)
+        states_history = torch.zeros(batch, anderson_memory, z[0].numel(), dtype=z.dtype, device=z.device)
         images_history = torch.zeros_like(states_history)
-    iterations = 0
+    iterations = nfe = 0
+    tiny = torch.finfo(torch.float64).tiny
     for k in range(max_iterations):
         rows = active.nonzero().squeeze(1)
         current = z[rows]
-        image = sweep(current, x_T[rows])
-        iterations = k + 1
-        norm = image.double().norm(dim=1).clamp(min=torch.finfo(torch.float64).tiny)
-        residual[rows] = (image - current).double().norm(dim=1) / norm
-        solution[rows] = image
-        if anderson_memory == 0:
-            z[rows] = damping * image + (1.0 - damping) * current if damping != 1.0 else image
+        first = int(front[rows].min()) if use_front else 0
+        image = sweep(current, x_T[rows], first)
+        iterations, nfe = k + 1, nfe + total - first
+        if use_front:  # the states behind a sample's own front keep their value, the one at it is now exact
+            behind = state_index < front[rows, None]
+            image = torch.where(behind.reshape(*behind.shape, *([1] * len(image_shape))), current, image)
+            unsure = (state_index > front[rows, None]).reshape(*behind.shape, *([1] * len(image_shape)))
+            change = ((image - current) * unsure).double().flatten(2)
         else:
-            slot, n = k % anderson_memory, min(k + 1, anderson_memory)
-            states_history[rows, slot] = current
-            images_history[rows, slot] = image
-            z[rows] = _anderson_mix(states_history[rows, :n], images_history[rows, :n], damping)
+            change = (image - current).double().flatten(2)
+        residual[rows] = change.flatten(1).norm(dim=1) / image.double().flatten(1).norm(dim=1).clamp(min=tiny)
+        if use_front:
+            state_change = change.norm(dim=2) / image.double().flatten(2).norm(dim=2).clamp(min=tiny)
+            done = (state_change < tolerance) | (state_index <= front[rows, None])
+            front[rows] = done.long().cumprod(dim=1).sum(dim=1)
+            z[rows] = image
+            solution[rows] = image
+            finished = front[rows] == total
+        else:
+            solution[rows] = image
+            if anderson_memory == 0:
+                z[rows] = damping * image + (1.0 - damping) * current
+            else:
+                slot, n = k % anderson_memory, min(k + 1, anderson_memory)
+                states_history[rows, slot] = current.flatten(1)
+                images_history[rows, slot] = image.flatten(1)
+                z[rows] = _anderson_mix(states_history[rows, :n], images_history[rows, :n],
+                                        damping).reshape(current.shape)
+            finished = residual[rows] < tolerance
         if callback is not None:
-            estimate = solution.reshape(batch, total, *image_shape)[:, -1]
+            estimate = solution[:, -1]
             callback({"step": k, "t": grid[0], "x": estimate, "x0": estimate, "residual": residual.clone()})
-        active[rows] = residual[rows] >= tolerance
+        active[rows] = ~finished
         if not bool(active.any()):
             break
-    _report(info, nfe=iterations * total, iterations=iterations, residual=float(residual.max()))
-    return solution.reshape(batch, total, *image_shape)[:, -1]
+    _report(info, nfe=nfe, iterations=iterations, residual=float(residual.max()))
+    return solution[:, -1]
 
 
 def _check_deq_options(max_iterations, tolerance, anderson_memory, damping, batch_size) -> None:
-    check_int("sampler.max_iterations", max_iterations, 1)
+    if max_iterations is not None:  # None: as many sweeps as steps
+        check_int("sampler.max_iterations", max_iterations, 1)
     check_int("sampler.anderson_memory", anderson_memory, 0)
     check_int("sampler.batch_size", batch_size, 1)
     check_positive("sampler.tolerance", tolerance)

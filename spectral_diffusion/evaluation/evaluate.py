@@ -15,10 +15,12 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from spectral_diffusion.evaluation.config import EvaluationConfig, name_battery_key
+from spectral_diffusion.evaluation.equivariance import model_equivariance
 from spectral_diffusion.evaluation.report import FIGURES_DIR, is_number, save_figure, write_report
 from spectral_diffusion.evaluation.samples import check_sample_shape
+from spectral_diffusion.evaluation.straightness import model_straightness
 from spectral_diffusion.evaluation.timestep_loss import validation_loss_by_time, validation_loss_figure
-from spectral_diffusion.metrics.battery import battery_figures, evaluate_battery
+from spectral_diffusion.metrics.battery import MODEL_GROUP_REASON, MODEL_GROUPS, battery_figures, evaluate_battery
 from spectral_diffusion.metrics.bootstrap import feature_intervals
 from spectral_diffusion.metrics.fid_infinity import fid_infinity, subset_sizes
 from spectral_diffusion.metrics.figures import sample_grid_figure
@@ -65,6 +67,27 @@ def _fid_infinity_metric(features: FeaturePair, skipped: dict[str, str], *, seed
     return {key: fid_infinity(features.real, features.fake, seed=seed)["fid_inf"]}
 
 
+def _equivariance_group(module, real: Tensor, evaluation: EvaluationConfig) -> tuple[dict, Figure]:
+    """The ``equivariance`` battery group: ``model_equivariance`` with the ``equivariance_*`` battery options."""
+    options = evaluation.battery_options
+    return model_equivariance(module, real[: options.equivariance_images], bins=options.equivariance_bins,
+                              degrees=options.equivariance_degrees, steps=options.equivariance_steps,
+                              generation_samples=options.equivariance_generation_samples, seed=evaluation.seed,
+                              batch_size=evaluation.batch_size)
+
+
+def _straightness_group(module, real: Tensor, evaluation: EvaluationConfig) -> tuple[dict, Figure]:
+    """The ``straightness`` battery group: ``model_straightness`` with the ``straightness_*`` battery options."""
+    options = evaluation.battery_options
+    return model_straightness(module, samples=options.straightness_samples, steps=options.straightness_steps,
+                              seed=evaluation.seed, batch_size=evaluation.batch_size,
+                              resamples=evaluation.bootstrap, level=evaluation.level)
+
+
+# The battery groups that measure the network (metrics.battery.MODEL_GROUPS): group -> (metrics, figure).
+MODEL_GROUP_FUNCTIONS = {"equivariance": _equivariance_group, "straightness": _straightness_group}
+
+
 def evaluate_images(
     fake: Tensor,
     datamodule,
@@ -85,8 +108,9 @@ def evaluate_images(
     it runs, else here) and their real floor with ``extractor``, FID∞, with a classifier extractor the
     recognisability of generated and held-out images, with ``evaluation.bootstrap`` the confidence intervals
     ``<key>_ci_low``/``<key>_ci_high`` of these, the metric battery (``evaluation.battery``), and with a ``module``
-    the per-timestep validation loss. Returns the metrics with ``"skipped": {name: reason}`` and
-    ``objective`` set from ``objective_name`` (a ConfigError lists the keys when it names none). ``log_figure(name,
+    the per-timestep validation loss and the battery's model groups (equivariance, straightness; without a module
+    they are skipped with the reason). Returns the metrics with ``"skipped": {name: reason}`` and ``objective`` set
+    from ``objective_name`` (a ConfigError lists the keys when it names none). ``log_figure(name,
     figure)`` also receives every figure (TensorBoard); ``run_config`` is summarised at the end of report.md.
     """
     out_dir = Path(out_dir)
@@ -146,6 +170,15 @@ def evaluate_images(
         results["val_loss_by_t"] = {"t": times.tolist(), "loss": losses.tolist()}
     elif bins > 0:
         skipped["val_loss_by_t"] = "needs a model: pass ckpt_path (samples alone have no network)"
+    for group in MODEL_GROUPS:
+        if group not in evaluation.battery_groups:
+            continue
+        if module is None:
+            skipped[group] = MODEL_GROUP_REASON
+            continue
+        skipped.pop(group, None)
+        group_metrics, figures[f"{group}_by_t"] = MODEL_GROUP_FUNCTIONS[group](module, real, evaluation)
+        results.update(group_metrics)
 
     if objective_name is not None:
         if objective_name not in results:

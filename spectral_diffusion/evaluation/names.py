@@ -62,6 +62,9 @@ _GLCM = ("Haralick GLCM properties (symmetric, normalised; mean over ``glcm_dist
 _LPIPS = ("mean LPIPS (Zhang et al. 2018) between ``lpips_pairs`` random pairs of distinct generated (real) images, "
           "and their ratio.")
 _SEVERITY = "overall discrepancy in [0, 1] and its components."
+_EQ = ("equivariance (dB) of the EMA denoiser under {transform}: PSNR (peak 2, central disc) between f(T x_t, t) and "
+       "T f(x_t, t) on ``equivariance_images`` held-out images, mean over ``equivariance_bins`` times t "
+       "(StyleGAN3, Karras et al. 2021).")
 
 # The first row whose pattern matches a key defines it (floor and std rows come before the rows they refine).
 METRIC_NAMES: tuple[MetricName, ...] = (
@@ -98,6 +101,7 @@ METRIC_NAMES: tuple[MetricName, ...] = (
     MetricName("sample_seconds_per_image_per_nfe", "sampling seconds per image per network evaluation"),
     MetricName("sample_seconds_per_image", "sampling seconds per image"),
     MetricName("sampler_nfe", "network evaluations per sampling trajectory (NFE)"),
+    MetricName("sampler_iterations", "sweeps of the parallel sampler (deq) the slowest batch used"),
     MetricName("peak_memory_mb",
                "peak memory (MiB): CUDA memory allocated while sampling, on CPU the process's peak RSS"),
     MetricName("num_samples", "generated images evaluated"),
@@ -147,6 +151,22 @@ METRIC_NAMES: tuple[MetricName, ...] = (
                "classifier_auc_dithered"),
     MetricName("lpips_diversity", _LPIPS, "lpips"),
     MetricName("lpips_diversity_{real,ratio}", _LPIPS, "lpips"),
+    MetricName("eq_t", _EQ.format(transform="an odd integer shift (periodic, about size/16 pixels in x and y)"),
+               "equivariance"),
+    MetricName("eq_t_frac", _EQ.format(transform="a sub-pixel shift (0.5, 0.25) px by the FFT shift theorem"),
+               "equivariance"),
+    MetricName("eq_r", _EQ.format(transform="a rotation by ``equivariance_degrees`` (three FFT shears)"),
+               "equivariance"),
+    MetricName("eq_r_generation", "generation rotation equivariance (dB): PSNR (peak 2, central disc) between R(x0(z)) "
+               "and x0(R z), DDIM η = 0 with ``equivariance_steps`` steps from ``equivariance_generation_samples`` "
+               "prior draws z, R the rotation by ``equivariance_degrees``.", "equivariance"),
+    MetricName("straightness", "E[L² − ‖x0 − x_T‖²] / E‖x0 − x_T‖² of DDIM η = 0 trajectories (``straightness_steps`` "
+               "steps, ``straightness_samples`` paths), L the path length: Liu et al. 2023's straightness with the "
+               "path's own arc length as clock; 0 = straight.", "straightness"),
+    MetricName("straightness_deviation_peak", "largest mean deviation 1 − cos θ over sampling steps, θ the angle of "
+               "a step to its path's chord x0 − x_T (0: along it, 2: against it).", "straightness"),
+    MetricName("straightness_deviation_peak_t", "start time t of the step with straightness_deviation_peak.",
+               "straightness"),
     MetricName("severity", _SEVERITY, "severity"),
     MetricName("severity_<component>", _SEVERITY, "severity"),
 )

@@ -24,7 +24,8 @@ def peak_memory_mb(device: str | torch.device = "cpu") -> float:
 def timed_generate(module, num_samples: int, *, sampler=None, seed: int = 0, batch_size: int = 256,
                    use_ema: bool = True, progress=None) -> tuple[Tensor, dict[str, float]]:
     """``module.generate`` with its runtime: seconds per image and per network evaluation, NFE, parameters,
-    peak memory (CUDA: allocated while sampling; CPU: the process's peak resident set size)."""
+    peak memory (CUDA: allocated while sampling; CPU: the process's peak resident set size), and from an iterative
+    sampler (``deq``) the sweeps it used (``sampler_iterations``)."""
     device = module.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -50,4 +51,6 @@ def timed_generate(module, num_samples: int, *, sampler=None, seed: int = 0, bat
         "num_parameters": module.num_parameters(),
         "peak_memory_mb": peak_memory_mb(device),
     }
+    if "iterations" in info:  # an iterative sampler (deq): the most sweeps any batch needed
+        runtime["sampler_iterations"] = int(info["iterations"])
     return samples, runtime

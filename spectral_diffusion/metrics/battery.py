@@ -3,7 +3,9 @@ images against real ones, in one call (``evaluate_battery``) with its figures (`
 
 Images are [-1, 1] float tensors (N, C, H, W). Groups (``battery.groups``): features (FID, KID and
 improved precision/recall of extractor features), spectral, wavelet, bands, texture, structure, statistics, fdr,
-classifier_auc, classifier_auc_dithered, lpips, and severity (always). "ratio" is always generated / real and 1 is ideal, "diff" is
+classifier_auc, classifier_auc_dithered, lpips, and severity (always); the model groups equivariance and straightness
+need the network, not only its images, so ``evaluation.evaluate_images`` computes them when it has a module (here they
+are skipped with that reason). "ratio" is always generated / real and 1 is ideal, "diff" is
 generated − real and 0 is ideal. Every key each group reports, with its definition and paper, is listed in
 ``spectral_diffusion.evaluation.names.METRIC_NAMES``.
 """
@@ -50,7 +52,11 @@ from spectral_diffusion.spectral.frequency import radial_frequency
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_int_list, check_range
 
 GROUPS = ("features", "spectral", "wavelet", "bands", "texture", "structure", "statistics", "fdr", "classifier_auc",
-          "classifier_auc_dithered", "lpips")
+          "classifier_auc_dithered", "lpips", "equivariance", "straightness")
+# Groups that measure the network itself (its denoiser and sampling trajectories): computed by
+# ``evaluation.evaluate_images`` from the module, skipped for images alone.
+MODEL_GROUPS = ("equivariance", "straightness")
+MODEL_GROUP_REASON = "needs the model, not only images: pass ckpt_path (sd-eval) or run it at the end of sd-train"
 # Why these battery metrics carry no bootstrap interval.
 NO_INTERVAL = {
     "classifier_auc": "no interval: each resample would retrain the real-vs-generated CNN",
@@ -85,7 +91,13 @@ def config_options(config: Mapping, options: type, key: str) -> dict:
 
 @dataclass
 class BatteryConfig:
-    """Options of the battery (config node ``battery``); validated on construction (ConfigError)."""
+    """Options of the battery (config node ``battery``); validated on construction (ConfigError).
+
+    The model groups' options: ``equivariance_images`` held-out images at ``equivariance_bins`` times, rotated by
+    ``equivariance_degrees``, and ``equivariance_generation_samples`` DDIM samples of ``equivariance_steps`` steps
+    (``evaluation.equivariance.model_equivariance``); ``straightness_samples`` deterministic DDIM trajectories of
+    ``straightness_steps`` steps (``evaluation.straightness.model_straightness``).
+    """
 
     groups: list[str] = field(default_factory=lambda: list(GROUPS))
     slope_band: list[float] = field(default_factory=lambda: [0.0625, 0.5])
@@ -109,6 +121,13 @@ class BatteryConfig:
     lpips_size: int = 64
     precision_recall_k: int = 3
     kid_subsets: int = 100
+    equivariance_images: int = 64
+    equivariance_bins: int = 5
+    equivariance_degrees: float = 30.0
+    equivariance_steps: int = 20
+    equivariance_generation_samples: int = 16
+    straightness_samples: int = 64
+    straightness_steps: int = 20
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -152,6 +171,17 @@ class BatteryConfig:
         check_int("battery.lpips_size", self.lpips_size, MIN_LPIPS_SIZE)
         check_int("battery.precision_recall_k", self.precision_recall_k, 1)
         check_int("battery.kid_subsets", self.kid_subsets, 1)
+        check_int("battery.equivariance_images", self.equivariance_images, 1)
+        check_int("battery.equivariance_bins", self.equivariance_bins, 1)
+        degrees = self.equivariance_degrees
+        if not _is_number(degrees) or not math.isfinite(degrees) or not 0 < abs(degrees) <= 180:
+            raise ConfigError(f"battery.equivariance_degrees={degrees!r} is invalid; give a rotation angle in degrees "
+                              "with 0 < |angle| <= 180")
+        self.equivariance_degrees = float(degrees)
+        check_int("battery.equivariance_steps", self.equivariance_steps, 1)
+        check_int("battery.equivariance_generation_samples", self.equivariance_generation_samples, 1)
+        check_int("battery.straightness_samples", self.straightness_samples, 1)
+        check_int("battery.straightness_steps", self.straightness_steps, 1)
         check_int("battery.seed", self.seed)
 
     def check_image_shape(self, image_shape: tuple[int, int, int]) -> None:
@@ -175,6 +205,9 @@ class BatteryConfig:
         if "structure" in self.groups and self.correlation_lags >= min(height, width):
             raise ConfigError(f"battery.correlation_lags={self.correlation_lags} must be below the image size "
                               f"{height}x{width}")
+        if "equivariance" in self.groups and height != width:
+            raise ConfigError(f"battery.groups contains equivariance, which rotates images and needs square ones; "
+                              f"the data gives {height}x{width}: remove equivariance from battery.groups")
         if "texture" in self.groups and max(self.glcm_distances) >= max(height, width):
             raise ConfigError(f"battery.glcm_distances={list(self.glcm_distances)} must be below the image size "
                               f"{height}x{width}")
@@ -392,6 +425,7 @@ def evaluate_battery(real: Tensor, fake: Tensor, *, features: nn.Module | Featur
             metrics.update(diversity.compute())
         seconds["lpips"] = time.perf_counter() - start
 
+    skipped.update({group: MODEL_GROUP_REASON for group in MODEL_GROUPS if group in config.groups})
     metrics.update(severity(metrics))
     if resamples is not None:
         start = time.perf_counter()
