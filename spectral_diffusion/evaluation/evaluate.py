@@ -24,7 +24,7 @@ from spectral_diffusion.metrics.fid_infinity import fid_infinity, subset_sizes
 from spectral_diffusion.metrics.figures import sample_grid_figure
 from spectral_diffusion.metrics.features import NoFeatures
 from spectral_diffusion.metrics.quality import FeaturePair, distance_metrics, floor_features
-from spectral_diffusion.metrics.recognisability import recognisability
+from spectral_diffusion.metrics.recognisability import class_accuracy, recognisability
 from spectral_diffusion.utils.validation import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,14 @@ def evaluate_images(
     objective_name: str | None = None,
     log_figure: Callable[[str, Figure], None] | None = None,
     device: str | torch.device = "cpu",
+    class_labels: Tensor | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``fake`` against ``datamodule.val_images``; writes report.md and figures/*.png into ``out_dir``.
 
     ``metrics`` (training, runtime) are kept and come first; then FID/KID (by the battery's features group when
     it runs, else here) and their real floor with ``extractor``, FID∞, with a classifier extractor the
-    recognisability of generated and held-out images, with ``evaluation.bootstrap`` the confidence intervals
+    recognisability of generated and held-out images (and, for samples of a class-conditional model with their
+    requested ``class_labels``, ``class_accuracy``), with ``evaluation.bootstrap`` the confidence intervals
     ``<key>_ci_low``/``<key>_ci_high`` of these, the metric battery (``evaluation.battery``), and with a ``module``
     the per-timestep validation loss. Returns the metrics with ``"skipped": {name: reason}`` and
     ``objective`` set from ``objective_name`` (a ConfigError lists the keys when it names none). ``log_figure(name,
@@ -138,6 +140,13 @@ def evaluate_images(
                                        level=evaluation.level, seed=evaluation.seed))
     elif features is not None:
         skipped[f"recognisable_{features.name}"] = "needs a classifier feature extractor (features=classifier)"
+    if class_labels is not None:
+        if getattr(extractor, "predict", None) is None:
+            skipped["class_accuracy"] = "needs a classifier feature extractor (features=classifier)"
+        else:
+            results.update(class_accuracy(extractor, fake, class_labels, batch_size=batch_size,
+                                          resamples=evaluation.bootstrap, level=evaluation.level,
+                                          seed=evaluation.seed))
 
     bins = evaluation.timestep_bins
     if module is not None and bins > 0:
