@@ -150,7 +150,9 @@ def evaluate_images(
 
     bins = evaluation.timestep_bins
     if module is not None and bins > 0:
-        times, losses = validation_loss_by_time(module, real, bins=bins, seed=evaluation.seed, batch_size=batch_size)
+        conditional = getattr(module, "num_classes", None) is not None
+        times, losses = validation_loss_by_time(module, real, bins=bins, seed=evaluation.seed, batch_size=batch_size,
+                                                labels=datamodule.val_labels if conditional else None)
         figures["val_loss_by_t"] = validation_loss_figure(times, losses)
         results["val_loss_by_t"] = {"t": times.tolist(), "loss": losses.tolist()}
     elif bins > 0:
