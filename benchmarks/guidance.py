@@ -75,7 +75,7 @@ def plot(rows: list[dict], fid_key: str, floor: float, path: Path) -> None:
                        [row["metrics"]["class_accuracy_ci_high"] - a for a, row in zip(accuracy, rows)]]
     accuracy_axis.errorbar(scales, accuracy, yerr=accuracy_errors, marker="s", color="tab:red", capsize=3)
     accuracy_axis.set_ylabel("class accuracy", color="tab:red")
-    fid_axis.legend(loc="upper center", fontsize=8)
+    fid_axis.legend(loc="center right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
