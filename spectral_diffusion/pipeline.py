@@ -19,11 +19,11 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_diffusion.callbacks import AtomicCheckpointIO, load_checkpoint, log_figure, log_grid
-from spectral_diffusion.diffusion.guidance import instantiate_sampler
+from spectral_diffusion.diffusion.guidance import guidance_scale_of, instantiate_sampler
 from spectral_diffusion.diffusion.samplers import deq, validate_sampler
 from spectral_diffusion.evaluation import (
     EvaluationConfig,
@@ -82,7 +82,8 @@ def build(cfg: DictConfig | dict) -> Components:
     # validated here (and again by DiffusionModule) because it sizes the model and restricts the sampler
     self_conditioning = float(check_range("self_conditioning", cfg.get("self_conditioning", 0.0), 0.0, 1.0))
     model = instantiate_checked(cfg.model, **_self_conditioning_channels(cfg, self_conditioning,
-                                                                        datamodule.image_shape))
+                                                                        datamodule.image_shape),
+                                **_class_conditioning(cfg, datamodule))
     sampler = instantiate_sampler(cfg.sampler, instantiate_checked)
     validate_sampler(sampler, process)
     if getattr(sampler, "func", sampler) is deq and self_conditioning > 0:
@@ -102,6 +103,7 @@ def build(cfg: DictConfig | dict) -> Components:
         prediction=instantiate_checked(cfg.prediction) if cfg.get("prediction") else None,
         self_conditioning=self_conditioning,
     )
+    module.check_guidance(guidance_scale_of(sampler))
     return Components(datamodule, module)
 
 
@@ -111,6 +113,17 @@ def _self_conditioning_channels(cfg: DictConfig, self_conditioning: float, image
         return {}
     channels = int(image_shape[0])
     return {"in_channels": 2 * channels, "out_channels": cfg.model.get("out_channels") or channels}
+
+
+def _class_conditioning(cfg: DictConfig, datamodule) -> dict[str, int]:
+    """With ``data.conditional=true`` the backbone gets a class embedding sized by the data's classes."""
+    if not getattr(datamodule, "conditional", False):
+        return {}
+    if not getattr(get_class(cfg.model._target_), "supports_class_labels", False):
+        raise ConfigError(f"data.conditional=true needs a class-conditional backbone, but model "
+                          f"{cfg.model._target_} has no class embedding; use model=unet, unet_tiny, unet_alias_free, "
+                          "unet_spectral or unet_hybrid, or data.conditional=false")
+    return {"num_classes": int(datamodule.num_classes)}
 
 
 def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> DiffusionModule:
@@ -185,7 +198,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log_grid(trainer, "samples/final", samples[: evaluation.grid_size], step)
     metrics = evaluate_images(samples, datamodule, extractor, evaluation, output_dir, run_config=cfg, module=module,
                               metrics=metrics, objective_name=objective_name, device=module.device,
-                              log_figure=lambda name, figure: log_figure(trainer, f"eval/{name}", figure, step))
+                              log_figure=lambda name, figure: log_figure(trainer, f"eval/{name}", figure, step),
+                              class_labels=requested_labels(module))
 
     for logger_ in trainer.loggers:
         logger_.log_metrics({f"eval/{k}": v for k, v in metrics.items() if _is_scalar(v)}, step=trainer.global_step)
@@ -227,6 +241,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                               f"but data gives {tuple(image_shape)}; choose the data option it was trained on")
         sampler = instantiate_sampler(cfg.sampler, instantiate_checked) if cfg.get("sampler") else module.sampler
         validate_sampler(sampler, module.process)
+        module.check_guidance(guidance_scale_of(sampler))
         num_samples = evaluation.num_samples
     objective_name, objective_note = objective(cfg, features, evaluation, num_samples, training=False,
                                                model=module is not None)
@@ -241,10 +256,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = evaluate_images(samples, datamodule, extractor, evaluation, output_dir, run_config=cfg, module=module,
                               metrics={"warnings": [objective_note] if objective_note else [],
                                        "num_samples": num_samples, **runtime}, objective_name=objective_name,
-                              device=device)
+                              device=device, class_labels=None if module is None else requested_labels(module))
     record(cfg, output_dir, metrics)
     log.info("wrote metrics.json and report.md to %s", output_dir)
     return metrics
+
+
+def requested_labels(module: DiffusionModule) -> torch.Tensor | None:
+    """The class labels the module's last ``generate`` sampled for (None: an unconditional model)."""
+    labels = module.last_sampling_info.get("class_labels")
+    return None if labels is None else torch.tensor(labels)
 
 
 def objective(cfg: DictConfig, features, evaluation: EvaluationConfig, num_samples: int, *,

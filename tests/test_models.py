@@ -449,12 +449,12 @@ def test_unet_tiny_takes_every_unet_option(option, tmp_path, cache_dir):
 @pytest.mark.parametrize("name, cls", [("unet", UNet), ("unet_tiny", UNet)])
 def test_every_config_key_is_a_constructor_argument(name, cls):
     keys = set(OmegaConf.load(MODEL_CONFIGS / f"{name}.yaml")) - {"_target_"}
-    assert keys == set(inspect.signature(cls).parameters) - set(UNet.INJECTED_LAYERS)
+    assert keys == set(inspect.signature(cls).parameters) - set(UNet.INJECTED_LAYERS) - set(UNet.DATA_SIZED)
 
 
 def test_every_alias_free_config_key_is_a_constructor_argument():
     keys = set(OmegaConf.load(MODEL_CONFIGS / "unet_alias_free.yaml")) - {"_target_"}
-    unet_keys = set(inspect.signature(UNet).parameters) - set(UNet.INJECTED_LAYERS)
+    unet_keys = set(inspect.signature(UNet).parameters) - set(UNet.INJECTED_LAYERS) - set(UNet.DATA_SIZED)
     assert keys == {"version", "filter"} | unet_keys
     model = hydra.utils.instantiate(load_model_config("unet_alias_free"))
     assert model.version == 3 and model.design.taps == 6

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def sample(cfg: DictConfig) -> Path:
     import torch
 
-    from spectral_diffusion.diffusion.guidance import instantiate_sampler
+    from spectral_diffusion.diffusion.guidance import guidance_scale_of, instantiate_sampler
     from spectral_diffusion.diffusion.rotation import rotation_angles, sample_rotations
     from spectral_diffusion.diffusion.samplers import validate_sampler
     from spectral_diffusion.pipeline import load_module
@@ -32,7 +32,15 @@ def sample(cfg: DictConfig) -> Path:
     module = load_module(cfg.ckpt_path).to(device)
     sampler = instantiate_sampler(cfg.sampler) if cfg.get("sampler") else module.sampler
     validate_sampler(sampler, module.process)
+    # checked before any sampling: the scale against the model, class_label against its classes
+    class_label = cfg.get("class_label")
+    module.sampling_labels(int(cfg.n), class_label, guidance_scale=guidance_scale_of(sampler))
+    if class_label is not None and not 0 <= int(class_label) < module.num_classes:
+        raise ConfigError(f"class_label={class_label!r} is outside the data's classes 0..{module.num_classes - 1}")
     angles = rotation_angles(cfg.rotation.angles, cfg.rotation.frames) if cfg.get("rotation") else None
+    if angles is not None and (class_label is not None or guidance_scale_of(sampler) != 1.0):
+        raise ConfigError("rotation.angles/rotation.frames sample a conditional model unconditionally (null class); "
+                          "drop class_label and sampler.guidance_scale, or the rotation options")
     if angles is not None:
         report = sample_rotations(module, sampler, angles, cfg.paths.output_dir, count=int(cfg.n),
                                   seed=int(cfg.seed), every_step=check_bool("rotation.every_step",
@@ -41,7 +49,7 @@ def sample(cfg: DictConfig) -> Path:
         log.info("rotation frames in %s; frame-to-frame PSNR %.2f dB", report["gif"], report["frame_psnr_mean"])
         return Path(report["strip"])
     samples = module.generate(int(cfg.n), sampler=sampler, seed=int(cfg.seed), batch_size=int(cfg.batch_size),
-                              use_ema=bool(cfg.use_ema), progress=progress_bar("sampling"))
+                              use_ema=bool(cfg.use_ema), progress=progress_bar("sampling"), class_labels=class_label)
     output_dir = Path(cfg.paths.output_dir)
     save_samples_npz(samples, output_dir / "samples.npz", seed=int(cfg.seed))
     grid = save_grid(samples, output_dir / "samples.png")

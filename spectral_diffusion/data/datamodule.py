@@ -12,7 +12,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from spectral_diffusion.spectral.frequency import floor_spectrum, radial_power_spectrum, radial_profile_on_grid
-from spectral_diffusion.utils.validation import ConfigError, check_int, check_range
+from spectral_diffusion.utils.validation import ConfigError, check_bool, check_int, check_range
 
 
 class InMemoryImages(Dataset):
@@ -24,26 +24,30 @@ class InMemoryImages(Dataset):
     DistributedSampler exactly as for any dataset, and each rank gets disjoint indices.
     """
 
-    def __init__(self, images: torch.Tensor, hflip: bool = False) -> None:
+    def __init__(self, images: torch.Tensor, hflip: bool = False, labels: torch.Tensor | None = None) -> None:
         self.images = images
         self.hflip = hflip
+        self.labels = labels
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.__getitems__([index])[0]
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        batch = self.__getitems__([index])
+        return (batch[0][0], batch[1][0]) if isinstance(batch, tuple) else batch[0]
 
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+    def __getitems__(self, indices: list[int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The images at ``indices``; with ``labels`` the pair (images, labels) (class-conditional training)."""
         # index_select, not images[indices]: advanced indexing opens an OpenMP parallel region,
         # which cost ~15 ms per batch on a busy 2-core machine against ~0.01 ms here.
-        batch = self.images.index_select(0, torch.as_tensor(indices, dtype=torch.long))
+        index = torch.as_tensor(indices, dtype=torch.long)
+        batch = self.images.index_select(0, index)
         if self.hflip:
             # Each image is mirrored with probability 1/2; the draw uses the loader process's
             # torch RNG, which Lightning seeds (and reseeds per worker).
             mirrored = torch.rand(batch.shape[0]) < 0.5
             batch = torch.where(mirrored.view(-1, 1, 1, 1), batch.flip(-1), batch)
-        return batch
+        return batch if self.labels is None else (batch, self.labels.index_select(0, index))
 
 
 def whole_batch(batch: torch.Tensor) -> torch.Tensor:
@@ -68,6 +72,7 @@ class DiffusionDataModule(LightningDataModule):
         num_workers: int = 0,
         eval_batch_size: int | None = None,
         hflip: bool = False,
+        conditional: bool = False,
     ) -> None:
         super().__init__()
         if not callable(getattr(source, "load", None)):
@@ -85,6 +90,7 @@ class DiffusionDataModule(LightningDataModule):
         self.split_seed = check_int("data.split_seed", split_seed)
         self.num_workers = check_int("data.num_workers", num_workers, 0)
         self.hflip = bool(hflip)
+        self.conditional = check_bool("data.conditional", conditional)
         self._train_images: torch.Tensor | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -104,6 +110,10 @@ class DiffusionDataModule(LightningDataModule):
                 f"{image_set.name} (after holding out data.val_fraction={self.val_fraction})"
             )
         labels = image_set.labels
+        if self.conditional and (labels is None or not image_set.num_classes):
+            raise ConfigError(f"data.conditional=true needs class labels, but {image_set.name} has none; use a "
+                              "labelled source (mnist, digits, mnist_m, cifar10, faces, textures, image_folder with "
+                              "class subfolders) or data.conditional=false")
         self._train_labels = None if labels is None else labels[train_indices]
         self._val_labels = None if labels is None else labels[val_indices]
         self._train_indices, self._val_indices = train_indices, val_indices
@@ -178,7 +188,7 @@ class DiffusionDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
-            InMemoryImages(self.train_images, hflip=self.hflip),
+            InMemoryImages(self.train_images, hflip=self.hflip, labels=self.train_labels if self.conditional else None),
             batch_size=self.batch_size,
             shuffle=True,
             drop_last=True,
@@ -189,7 +199,7 @@ class DiffusionDataModule(LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
-            InMemoryImages(self.val_images),
+            InMemoryImages(self.val_images, labels=self.val_labels if self.conditional else None),
             batch_size=self.eval_batch_size,
             shuffle=False,
             drop_last=False,
@@ -212,5 +222,6 @@ class DiffusionDataModule(LightningDataModule):
             "val_fraction": self.val_fraction,
             "split_seed": self.split_seed,
             "hflip": self.hflip,
+            "conditional": self.conditional,
             "num_workers": self.num_workers,
         }

@@ -44,20 +44,26 @@ def guided_denoiser(denoise: ConditionalDenoiseFn, condition: Tensor, null_condi
     """``denoise_fn(x_t, t)`` that guides ``denoise(x_t, t, condition)`` with scale ``scale``.
 
     ``condition`` and ``null_condition`` have the batch size of x_t as their first dimension (labels (B,),
-    latent codes (B, D), ...). At scale 0 or 1 one call with the null or the real condition; otherwise one
-    call on the concatenated batch [x_t; x_t] with [condition; null_condition].
+    latent codes (B, D), ...), or 1: one condition broadcast to every row of whatever x_t the sampler passes
+    (``deq`` evaluates chunks and subsets of its stacked trajectories, whose rows are no longer the batch's).
+    At scale 0 or 1 one call with the null or the real condition; otherwise one call on the concatenated
+    batch [x_t; x_t] with [condition; null_condition].
     """
     scale = check_guidance_scale(scale)
     if condition.shape != null_condition.shape:
         raise ValueError(f"condition {tuple(condition.shape)} and null condition {tuple(null_condition.shape)} "
                          "must have the same shape")
+
+    def rows(value: Tensor, x_t: Tensor) -> Tensor:
+        return value.expand(len(x_t), *value.shape[1:]) if len(value) == 1 else value
+
     if scale == 0.0:
-        return lambda x_t, t: denoise(x_t, t, null_condition)
+        return lambda x_t, t: denoise(x_t, t, rows(null_condition, x_t))
     if scale == 1.0:
-        return lambda x_t, t: denoise(x_t, t, condition)
-    both_conditions = torch.cat([condition, null_condition])
+        return lambda x_t, t: denoise(x_t, t, rows(condition, x_t))
 
     def guided(x_t: Tensor, t: Tensor) -> Tensor:
+        both_conditions = torch.cat([rows(condition, x_t), rows(null_condition, x_t)])
         conditional, unconditional = denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), both_conditions).chunk(2)
         return unconditional + scale * (conditional - unconditional)
 

@@ -26,7 +26,7 @@ from spectral_diffusion.metrics.fid_infinity import fid_infinity, subset_sizes
 from spectral_diffusion.metrics.figures import sample_grid_figure
 from spectral_diffusion.metrics.features import NoFeatures
 from spectral_diffusion.metrics.quality import FeaturePair, distance_metrics, floor_features
-from spectral_diffusion.metrics.recognisability import recognisability
+from spectral_diffusion.metrics.recognisability import class_accuracy, recognisability
 from spectral_diffusion.utils.validation import ConfigError
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,14 @@ def evaluate_images(
     objective_name: str | None = None,
     log_figure: Callable[[str, Figure], None] | None = None,
     device: str | torch.device = "cpu",
+    class_labels: Tensor | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``fake`` against ``datamodule.val_images``; writes report.md and figures/*.png into ``out_dir``.
 
     ``metrics`` (training, runtime) are kept and come first; then FID/KID (by the battery's features group when
     it runs, else here) and their real floor with ``extractor``, FID∞, with a classifier extractor the
-    recognisability of generated and held-out images, with ``evaluation.bootstrap`` the confidence intervals
+    recognisability of generated and held-out images (and, for samples of a class-conditional model with their
+    requested ``class_labels``, ``class_accuracy``), with ``evaluation.bootstrap`` the confidence intervals
     ``<key>_ci_low``/``<key>_ci_high`` of these, the metric battery (``evaluation.battery``), and with a ``module``
     the per-timestep validation loss and the battery's model groups (equivariance, straightness; without a module
     they are skipped with the reason). Returns the metrics with ``"skipped": {name: reason}`` and ``objective`` set
@@ -162,10 +164,19 @@ def evaluate_images(
                                        level=evaluation.level, seed=evaluation.seed))
     elif features is not None:
         skipped[f"recognisable_{features.name}"] = "needs a classifier feature extractor (features=classifier)"
+    if class_labels is not None:
+        if getattr(extractor, "predict", None) is None:
+            skipped["class_accuracy"] = "needs a classifier feature extractor (features=classifier)"
+        else:
+            results.update(class_accuracy(extractor, fake, class_labels, batch_size=batch_size,
+                                          resamples=evaluation.bootstrap, level=evaluation.level,
+                                          seed=evaluation.seed))
 
     bins = evaluation.timestep_bins
     if module is not None and bins > 0:
-        times, losses = validation_loss_by_time(module, real, bins=bins, seed=evaluation.seed, batch_size=batch_size)
+        conditional = getattr(module, "num_classes", None) is not None
+        times, losses = validation_loss_by_time(module, real, bins=bins, seed=evaluation.seed, batch_size=batch_size,
+                                                labels=datamodule.val_labels if conditional else None)
         figures["val_loss_by_t"] = validation_loss_figure(times, losses)
         results["val_loss_by_t"] = {"t": times.tolist(), "loss": losses.tolist()}
     elif bins > 0:

@@ -83,6 +83,8 @@ METRIC_NAMES: tuple[MetricName, ...] = (
                "FID∞ (Chong & Forsyth 2020): FID of {extractor} features on random generated subsets of 10 sizes from "
                "a fifth of the set to all of it, extrapolated linearly in 1/N to 1/N → 0; compares across sample "
                "counts"),
+    MetricName("class_accuracy", "fraction of a class-conditional model's generated images that the classifier "
+               "assigns to the class they were sampled for (classes cycled; ceiling: classifier_accuracy)"),
     MetricName("<extractor>_accuracy", "held-out accuracy of the {extractor} feature network"),
     MetricName("recognisable_real_<extractor>@<n>",
                "fraction of {n} held-out real images the {extractor} assigns to one class with probability ≥ 0.9: "

@@ -40,8 +40,8 @@ def timed_generate(module, num_samples: int, *, sampler=None, seed: int = 0, bat
     info = getattr(module, "last_sampling_info", None) or {}
     if "nfe" in info:  # what the sampler reported (a mean over batches for adaptive solvers)
         nfe = int(info["nfe"]) if float(info["nfe"]).is_integer() else float(info["nfe"])
-    else:  # network calls per trajectory: every batch runs one trajectory
-        batches = max(1, math.ceil(num_samples / batch_size))
+    else:  # network calls per trajectory: every sampler call (a batch, or one class of it) runs one trajectory
+        batches = info.get("batches") or max(1, math.ceil(num_samples / batch_size))
         nfe = (module.network_evaluations - evaluations_before) // batches
     runtime = {
         "sample_seconds": seconds,

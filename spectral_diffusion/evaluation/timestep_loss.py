@@ -21,12 +21,13 @@ def timestep_grid(process, bins: int) -> Tensor:
 
 @torch.no_grad()
 def validation_loss_by_time(module, images: Tensor, *, bins: int = 10, seed: int = 0,
-                            batch_size: int = 256) -> tuple[Tensor, Tensor]:
+                            batch_size: int = 256, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Held-out loss of the EMA model at fixed times: (t_k, mean loss at t_k) for the ``bins`` bin centres.
 
     The objective of training (the module's public ``per_sample_loss``: its loss, prediction type and
     self-conditioning) with t fixed to t_k for every image; image i's noise comes from generator ``seed + i``
     (the same ε at every t_k and every call), so curves of successive checkpoints differ only by the weights.
+    A class-conditional module is evaluated at the images' ``labels``, or at its null class when None.
     """
     process = module.process
     times = timestep_grid(process, bins)
@@ -40,7 +41,11 @@ def validation_loss_by_time(module, images: Tensor, *, bins: int = 10, seed: int
         eps = process.noise(x0.shape, sample_generators(seed, start, count), device=device, dtype=x0.dtype)
         for k, time_k in enumerate(times.tolist()):
             t = torch.full((count,), time_k, device=device)
-            losses = module.per_sample_loss(x0, t=t, eps=eps, use_ema=True)
+            if labels is None:
+                losses = module.per_sample_loss(x0, t=t, eps=eps, use_ema=True)
+            else:
+                losses = module.per_sample_loss(x0, t=t, eps=eps, use_ema=True,
+                                                class_labels=labels[start : start + batch_size].to(device))
             totals[k] += losses.double().sum().item()
     module.train(was_training)
     return times, totals / max(1, len(images))

@@ -25,6 +25,7 @@ from spectral_diffusion.models.filters import (
 )
 from spectral_diffusion.models.layers import (
     AttentionBlock,
+    ClassEmbedding,
     Downsample,
     ResBlock,
     TimestepEmbedding,
@@ -42,6 +43,7 @@ __all__ = [
     "BandFiLM",
     "BandHeadConv2d",
     "CReLU",
+    "ClassEmbedding",
     "ComplexConv2d",
     "ComplexGroupNorm",
     "Downsample",

@@ -49,6 +49,75 @@ class TimestepEmbedding(nn.Module):
         return self.mlp(sinusoidal_timestep_embedding(noise_level, self.sinusoid_dim))
 
 
+class ClassEmbedding(nn.Module):
+    """A learned vector per class, added to the timestep embedding (class-conditional DDPM as in Dhariwal &
+    Nichol 2021, with the null class of classifier-free guidance, Ho & Salimans 2022).
+
+    Row ``num_classes`` is the null class ∅: the unconditional model. In training mode each label is replaced by
+    ∅ with probability ``condition_dropout`` (drawn from the global torch RNG, which Lightning seeds), so one
+    network learns both x̂0(x_t, t, c) and x̂0(x_t, t, ∅); in eval mode labels pass unchanged.
+    """
+
+    def __init__(self, num_classes: int, embed_dim: int, condition_dropout: float):
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.condition_dropout = float(condition_dropout)
+        self.embedding = nn.Embedding(self.num_classes + 1, embed_dim)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def drop(self, labels: Tensor) -> Tensor:
+        """``labels`` with each replaced by the null class with probability ``condition_dropout`` in training."""
+        if not self.training or self.condition_dropout == 0:
+            return labels
+        dropped = torch.rand(labels.shape, device=labels.device) < self.condition_dropout
+        return torch.where(dropped, torch.full_like(labels, self.null_class), labels)
+
+    def forward(self, labels: Tensor) -> Tensor:
+        """(B, embed_dim) embeddings of (B,) integer labels in [0, num_classes] (num_classes: ∅)."""
+        if labels.dtype not in (torch.int64, torch.int32) or labels.ndim != 1:
+            raise ValueError(f"class labels must be a (B,) integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.null_class):
+            raise ValueError(f"class labels must lie in [0, {self.null_class}] ({self.null_class}: the null class), "
+                             f"got [{int(labels.min())}, {int(labels.max())}]")
+        return self.embedding(self.drop(labels.long()))
+
+
+def make_class_embedding(num_classes: int | None, condition_dropout: float, embed_dim: int) -> ClassEmbedding | None:
+    """A ``ClassEmbedding`` for a model built with ``num_classes`` (set by the pipeline from the data when
+    ``data.conditional=true``), None for an unconditional one; ``condition_dropout`` is checked either way."""
+    condition_dropout = check_fraction("model.condition_dropout", condition_dropout)
+    if num_classes is None:
+        return None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"model.num_classes={num_classes!r} is invalid; it must be an integer >= 1 (the pipeline "
+                          "sets it from the data when data.conditional=true)")
+    return ClassEmbedding(num_classes, embed_dim, condition_dropout)
+
+
+def check_fraction(key: str, value) -> float:
+    """A probability in [0, 1): 1 would drop every label, leaving nothing conditional to learn."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{key}={value!r} is invalid; it must lie in [0, 1)")
+    return float(value)
+
+
+def add_class_embedding(class_embedding: ClassEmbedding | None, time_embedding: Tensor,
+                        class_labels: Tensor | None) -> Tensor:
+    """The time embedding plus the class embedding of ``class_labels`` (a conditional model needs them, an
+    unconditional one refuses them, so a label is never silently ignored)."""
+    if class_embedding is None:
+        if class_labels is not None:
+            raise ValueError("this model is unconditional (built without num_classes): it takes no class labels")
+        return time_embedding
+    if class_labels is None:
+        raise ValueError(f"this class-conditional model needs class labels, (B,) integers in "
+                         f"[0, {class_embedding.null_class}] ({class_embedding.null_class}: the null class)")
+    return time_embedding + class_embedding(class_labels).to(time_embedding.dtype)
+
+
 class ResBlock(nn.Module):
     """Residual block of DDPM (Ho et al. 2020): GroupNorm -> SiLU -> conv, twice, with the timestep
     embedding injected between the two convolutions. ``activation`` builds the nonlinearity of both

@@ -18,6 +18,8 @@ from spectral_diffusion.models.layers import (
     ResBlock,
     TimestepEmbedding,
     Upsample,
+    add_class_embedding,
+    make_class_embedding,
 )
 from spectral_diffusion.utils.validation import ConfigError, check_bool, check_int, check_int_list, check_positive
 
@@ -173,10 +175,20 @@ class UNet(nn.Module):
         downsample, upsample: build the resampling between levels from a channel count (``Downsample``,
             ``Upsample``); subclasses inject others (``UNetAliasFree``), never the config.
         activation: builds every pointwise nonlinearity of the ResBlocks and the output head (``nn.SiLU``).
+        num_classes: ``None`` (unconditional) or the number of classes of a class-conditional model, set by the
+            pipeline from the data with ``data.conditional=true``: a ``ClassEmbedding`` of ``num_classes + 1`` rows
+            (the last the null class of classifier-free guidance) is added to the time embedding, and ``forward``
+            takes ``class_labels``. Unconditional, the network is exactly what it was without this option.
+        condition_dropout: probability that a training label is replaced by the null class (Ho & Salimans 2022).
     """
+
+    # The pipeline gives it ``num_classes`` when ``data.conditional=true``.
+    supports_class_labels = True
 
     # Constructor arguments through which subclasses inject layers; not config keys.
     INJECTED_LAYERS = ("downsample", "upsample", "activation")
+    # Constructor arguments the pipeline sets from the data (``data.conditional=true``); not config keys.
+    DATA_SIZED = ("num_classes",)
 
     def __init__(
         self,
@@ -198,6 +210,8 @@ class UNet(nn.Module):
         downsample: Callable[[int], nn.Module] = Downsample,
         upsample: Callable[[int], nn.Module] = Upsample,
         activation: Callable[[], nn.Module] = nn.SiLU,
+        num_classes: int | None = None,
+        condition_dropout: float = 0.1,
     ):
         super().__init__()
         sizes = check_unet_sizes(in_channels, out_channels, image_size, base_channels, channel_mults,
@@ -247,6 +261,7 @@ class UNet(nn.Module):
             return FrequencyAttention(block_channels, resolution, freq_attention_bands)
 
         self.time_embedding = TimestepEmbedding(base_channels, time_embed_dim)
+        self.class_embedding = make_class_embedding(num_classes, condition_dropout, time_embed_dim)
         self.conv_in = nn.Conv2d(in_channels, base_channels, kernel_size=3, padding=1)
 
         skip_channels = [base_channels]
@@ -286,11 +301,12 @@ class UNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(groups, channels), activation(),
                                  output_conv(channels, out_channels, image_size, band_heads))
 
-    def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
+    def forward(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """``x``: (B, in_channels, image_size, image_size); ``noise_level``: (B,) or a scalar,
-        roughly in [0, 1000]. Returns (B, out_channels, image_size, image_size)."""
+        roughly in [0, 1000]; ``class_labels``: (B,) integers for a class-conditional model, else None.
+        Returns (B, out_channels, image_size, image_size)."""
         noise_level = check_inputs(self, x, noise_level)
-        time_embedding = self.time_embedding(noise_level)
+        time_embedding = add_class_embedding(self.class_embedding, self.time_embedding(noise_level), class_labels)
         h = self.conv_in(x)
         skips = [h]
         for level in self.down_levels:

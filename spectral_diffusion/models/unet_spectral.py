@@ -33,9 +33,12 @@ from spectral_diffusion.models.layers import (
     ResBlock,
     TimestepEmbedding,
     Upsample,
+    add_class_embedding,
+    make_class_embedding,
 )
 from spectral_diffusion.models.unet import (
     ResAttentionBlock,
+    UNet,
     UNetLevel,
     check_inputs,
     check_levels,
@@ -208,7 +211,11 @@ class UNetSpectral(nn.Module):
             ``attention_resolutions`` and in the middle with ``mid_attention``.
         output: ``cartesian`` or ``polar``.
         band_heads: K output heads, head k restricted to radial band k of the full grid; 1 is the plain head.
+        num_classes, condition_dropout: class conditioning with a null class, as in ``UNet``.
     """
+
+    supports_class_labels = True
+    DATA_SIZED = UNet.DATA_SIZED
 
     def __init__(
         self,
@@ -230,6 +237,8 @@ class UNetSpectral(nn.Module):
         spectral_attention: str = "bands",
         output: str = "cartesian",
         band_heads: int = 1,
+        num_classes: int | None = None,
+        condition_dropout: float = 0.1,
     ):
         super().__init__()
         check_choice("model.output", output, OUTPUTS)
@@ -243,6 +252,7 @@ class UNetSpectral(nn.Module):
         self.band_heads = settings["band_heads"]
         time_embed_dim = 4 * settings["base_channels"]
         self.time_embedding = TimestepEmbedding(settings["base_channels"], time_embed_dim)
+        self.class_embedding = make_class_embedding(num_classes, condition_dropout, time_embed_dim)
         self.encoder = SpectralEncoder(settings, time_embed_dim, mid_attention=mid_attention,
                                        complex_mode=complex_mode, block_type=block_type, activation=activation,
                                        spectral_attention=spectral_attention)
@@ -265,11 +275,12 @@ class UNetSpectral(nn.Module):
         if self.band_heads > 1:
             self.register_buffer("head_masks", band_masks(self.image_size, self.band_heads), persistent=False)
 
-    def head_spectrum(self, x: Tensor, noise_level: Tensor) -> Tensor:
+    def head_spectrum(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """The predicted complex half-spectrum (B, out_channels, H, W//2+1) before the Hermitian projection."""
         noise_level = check_inputs(self, x, noise_level)
         spectrum = torch.fft.rfft2(x.float(), norm="ortho")
-        time_embedding = self.time_embedding(noise_level.float())
+        time_embedding = add_class_embedding(self.class_embedding, self.time_embedding(noise_level.float()),
+                                             class_labels)
         h, skips = self.encoder(to_interleaved(spectrum), time_embedding)
         for index, blocks in enumerate(self.up_levels):
             for block in blocks:
@@ -288,10 +299,11 @@ class UNetSpectral(nn.Module):
                 return heads[:, 0]
             return (heads * self.head_masks[None, :, None]).sum(dim=1)
 
-    def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
+    def forward(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """``x``: (B, in_channels, image_size, image_size) real; ``noise_level``: (B,) or a scalar, about
-        1000·t. Returns the real (B, out_channels, image_size, image_size) prediction in float32."""
-        head = self.head_spectrum(x, noise_level)
+        1000·t; ``class_labels`` as in ``UNet.forward``. Returns the real (B, out_channels, image_size, image_size)
+        prediction in float32."""
+        head = self.head_spectrum(x, noise_level, class_labels)
         with torch.autocast(x.device.type, enabled=False):
             return half_spectrum_to_image(head, self.image_size)
 
@@ -309,6 +321,9 @@ class UNetHybrid(nn.Module):
 
     Args: those of ``UNetSpectral`` except ``output`` (the decoder predicts pixels).
     """
+
+    supports_class_labels = True
+    DATA_SIZED = UNet.DATA_SIZED
 
     def __init__(
         self,
@@ -329,6 +344,8 @@ class UNetHybrid(nn.Module):
         num_bands: int = 4,
         spectral_attention: str = "bands",
         band_heads: int = 1,
+        num_classes: int | None = None,
+        condition_dropout: float = 0.1,
     ):
         super().__init__()
         settings = _check_spectral_config(in_channels, out_channels, image_size, base_channels, channel_mults,
@@ -339,6 +356,7 @@ class UNetHybrid(nn.Module):
         self.image_size = settings["image_size"]
         time_embed_dim = 4 * settings["base_channels"]
         self.time_embedding = TimestepEmbedding(settings["base_channels"], time_embed_dim)
+        self.class_embedding = make_class_embedding(num_classes, condition_dropout, time_embed_dim)
         self.encoder = SpectralEncoder(settings, time_embed_dim, mid_attention=mid_attention,
                                        complex_mode=complex_mode, block_type=block_type, activation=activation,
                                        spectral_attention=spectral_attention)
@@ -360,10 +378,11 @@ class UNetHybrid(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
                                  output_conv(channels, self.out_channels, self.image_size, settings["band_heads"]))
 
-    def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
+    def forward(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """Same contract as ``UNet.forward``."""
         noise_level = check_inputs(self, x, noise_level)
-        time_embedding = self.time_embedding(noise_level.float())
+        time_embedding = add_class_embedding(self.class_embedding, self.time_embedding(noise_level.float()),
+                                             class_labels)
         h, skips = self.encoder(to_interleaved(torch.fft.rfft2(x.float(), norm="ortho")), time_embedding)
         h = _to_pixels(h)
         skips = [_to_pixels(skip) for skip in skips]
