@@ -32,6 +32,7 @@ class DistillationModule(LightningModule):
         self.export = export
         self.register_buffer("round_index", torch.tensor(-1))  # the round the saved state belongs to
         self._round_ready = False
+        self.first_step = 0  # the step training (re)started from, set when fit starts
 
     # --- the student's interface, for callbacks (sample grids, spectral evaluation) and evaluation ----------
     @property
