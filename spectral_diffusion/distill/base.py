@@ -84,11 +84,6 @@ def check_grid(process, key: str, steps: int) -> None:
         raise ConfigError(f"{key}={steps} does not fit the teacher's process: {error}") from None
 
 
-def node(target: str, **options: Any) -> dict[str, Any]:
-    """A plain config node ``{_target_: target, **options}`` for the student's stored config."""
-    return {"_target_": target, **options}
-
-
 def sampler_node(function: str, steps: int, **options: Any) -> dict[str, Any]:
     """A ``conf/sampler``-style partial node (guidance scale 1, as every sampler config carries)."""
     return {"_target_": function, "_partial_": True, "steps": int(steps), **options, "guidance_scale": 1.0}
