@@ -17,6 +17,7 @@ from torch import nn
 
 from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.diffusion import (
+    BandedProcess,
     CosineSchedule,
     EpsPrediction,
     EqualizedProcess,
@@ -67,6 +68,10 @@ def make_process(name: str):
         return GaussianProcess(LinearSchedule(discrete=False))
     if name == "equalized":
         process = EqualizedProcess(CosineSchedule(), gamma=1.0)
+        process.prepare(FixedSpectrum())
+        return process
+    if name == "banded":
+        process = BandedProcess(CosineSchedule(), basis="dct", num_bands=2, shifts=(0.0, -1.5))
         process.prepare(FixedSpectrum())
         return process
     assert name == "flow"
@@ -184,7 +189,7 @@ def test_reflowed_flow_one_euler_step_reaches_the_straight_map():
 PREDICTIONS = {"eps": EpsPrediction(), "x0": X0Prediction(), "v": VPrediction()}
 
 
-@pytest.mark.parametrize("process_name", ["gaussian", "equalized", "gaussian_linear_continuous"])
+@pytest.mark.parametrize("process_name", ["gaussian", "equalized", "banded", "gaussian_linear_continuous"])
 @pytest.mark.parametrize("prediction_name", ["eps", "x0", "v"])
 @pytest.mark.parametrize("times", [(0.6, 0.5, 0.4), (0.2, 0.1, 0.0)], ids=["inner", "last"])
 def test_progressive_target_equals_two_independent_ddim_steps(process_name, prediction_name, times):
@@ -410,6 +415,23 @@ def test_resume_continues_the_round_and_its_teacher(teacher_ckpt, tmp_path, cach
     teacher_keys = [key for key in final if key.startswith("method.teacher.network.")]
     assert teacher_keys and all(torch.equal(final[key], saved["state_dict"][key]) for key in teacher_keys)
     assert int(final["round_index"]) == 1 and int(final["student.ema.num_updates"]) > 0
+
+
+@pytest.mark.slow
+def test_every_method_distils_an_equalized_teacher(tmp_path, cache_dir):
+    """A frequency-space teacher (noise=equalized, FFT basis): each method trains and its student samples finite
+    images; reflow's student starts from the teacher's coloured prior."""
+    train(compose_train(["debug=default", "noise=equalized", *QUIET, *TINY_EVALUATION], tmp_path / "t", cache_dir))
+    teacher = tmp_path / "t" / "run" / "checkpoints" / "last.ckpt"
+    for method in (["method=reflow", "method.num_pairs=32", "method.sampler.steps=4"],
+                   ["method=progressive", "method.teacher_steps=4", "method.student_steps=1"],
+                   ["method=consistency", "method.teacher_steps=4"]):
+        folder = tmp_path / method[0].split("=")[1]
+        metrics = distill(tiny_distill(method, teacher, folder, cache_dir, ["trainer.max_steps=4"]))
+        assert metrics["global_step"] == 4 and np.isfinite(metrics["fid_classifier@64"])
+        student = load_module(folder / "run" / "checkpoints" / "student.ckpt")
+        assert type(student.process.source if method[0] == "method=reflow" else student.process).__name__ \
+            == "EqualizedProcess"
 
 
 @pytest.mark.slow
