@@ -351,6 +351,7 @@ def tiny_distill(method: list[str], teacher: Path, tmp_path: Path, cache_dir: Pa
     return compose_distill(overrides, tmp_path, cache_dir)
 
 
+@pytest.mark.slow
 def test_configs_that_need_the_teacher_are_refused_before_training(teacher_ckpt, tmp_path, cache_dir):
     cases = [
         (["method=progressive", "method.teacher_steps=2000", "method.student_steps=1000"],
