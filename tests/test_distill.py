@@ -39,6 +39,8 @@ from spectral_diffusion.distill import (
     ddim_step,
     euler_step,
     generate_pairs,
+    nested_grid,
+    progressive_ddim,
     two_step_target,
 )
 from spectral_diffusion.distill.run import distill
@@ -234,6 +236,24 @@ def test_progressive_target_with_a_different_time_per_row():
         ddim(lambda x, time: x_tilde[row : row + 1], process, x_t[row : row + 1],
              torch.tensor([float(t[row]), float(s[row]), 0.0]), callback=lambda d: seen.setdefault(d["step"], d["x"]))
         assert torch.allclose(seen[0], x_s[row : row + 1], atol=1e-5)
+
+
+@pytest.mark.parametrize("process_name", ["gaussian", "gaussian_linear_continuous", "flow"])
+def test_progressive_grids_nest_so_each_teacher_is_queried_on_its_own_grid(process_name):
+    """Round r's student grid (n steps) and its teacher's grid (2n steps, the previous student's) nest exactly, also
+    on a discrete schedule, where the process's own grids do not (both end at 1/T); the student samples on it."""
+    process = make_process(process_name)
+    for steps in (1, 2, 4, 8):
+        coarse, fine = nested_grid(process, steps), nested_grid(process, 2 * steps)
+        assert torch.equal(fine[::2], coarse) and coarse[0] == 1 and coarse[-1] == 0
+    if process_name == "gaussian":
+        assert not torch.equal(process.sampling_times(4)[::2], process.sampling_times(2))
+    denoise = FrozenDenoiser(TinyNet(), process, X0Prediction())
+    x_T = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
+    info = {}
+    assert torch.equal(progressive_ddim(denoise, process, x_T, 4, info=info),
+                       ddim(denoise, process, x_T, nested_grid(process, 4)))
+    assert info["nfe"] == 4
 
 
 def test_progressive_rejects_step_counts_that_do_not_halve():

@@ -11,7 +11,12 @@ from spectral_diffusion.distill.consistency import (
     consistency_sampling,
 )
 from spectral_diffusion.distill.module import DistillationModule
-from spectral_diffusion.distill.progressive import ProgressiveDistillation, midpoints, two_step_target
+from spectral_diffusion.distill.progressive import (
+    ProgressiveDistillation,
+    nested_grid,
+    progressive_ddim,
+    two_step_target,
+)
 from spectral_diffusion.distill.reflow import CoupledFlowProcess, Reflow, generate_pairs
 
 __all__ = [
@@ -27,6 +32,7 @@ __all__ = [
     "ddim_step",
     "euler_step",
     "generate_pairs",
-    "midpoints",
+    "nested_grid",
+    "progressive_ddim",
     "two_step_target",
 ]

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor
 
+from spectral_diffusion.diffusion.samplers import ddim
+from spectral_diffusion.diffusion.schedules import check_steps
 from spectral_diffusion.distill.base import DistillationMethod, FrozenDenoiser, check_grid, ddim_step, sampler_node
 from spectral_diffusion.losses import LossContext
 from spectral_diffusion.utils.validation import ConfigError, check_int
@@ -32,20 +34,29 @@ def two_step_target(process, x_t: Tensor, t: Tensor, s: Tensor, x_s: Tensor) -> 
     return process.from_basis((c_s - ratio * c_t) / (a_s - ratio * a_t))
 
 
-def midpoints(process, grid: Tensor) -> Tensor:
-    """The teacher's intermediate time between consecutive student times: the midpoint, snapped to a discrete
-    schedule's grid i/T (where a continuous grid of 2n steps nests the grid of n steps exactly)."""
-    middle = 0.5 * (grid[:-1] + grid[1:])
+def nested_grid(process, steps: int) -> Tensor:
+    """Times 1, 1 − 1/n, …, 1/n, 0 (n = ``steps``), snapped to a discrete schedule's grid i/T: the grid of 2n steps
+    contains the grid of n steps, so each round's teacher (the previous student) is queried on the times it was
+    trained on. The processes' own discrete grids do not nest (their last noisy time is 1/T at every n)."""
+    grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     schedule = getattr(process, "schedule", None)
     if schedule is not None and getattr(schedule, "discrete", False):
-        middle = (middle.double() * schedule.timesteps).round().float() / schedule.timesteps
-    return middle
+        grid = (grid * schedule.timesteps).round() / schedule.timesteps
+    return grid.float()
+
+
+@torch.no_grad()
+def progressive_ddim(denoise_fn, process, x_T: Tensor, steps: int | Tensor, *, generator=None, callback=None,
+                     info: dict | None = None) -> Tensor:
+    """DDIM (η = 0) on ``nested_grid``, the grid a progressive student is trained on (``samplers.ddim`` itself)."""
+    grid = steps if isinstance(steps, Tensor) else nested_grid(process, check_steps(steps))
+    return ddim(denoise_fn, process, x_T, grid, generator=generator, callback=callback, info=info)
 
 
 class ProgressiveDistillation(DistillationMethod):
     """Rounds r = 0 … R − 1 with R = log2(teacher_steps / student_steps): in round r the student learns the
-    grid of n_r = teacher_steps / 2^(r+1) steps (the process's own ``sampling_times(n_r)``) from a teacher that
-    steps twice per student step, through the midpoint of each interval. At the end of a round the student's EMA
+    grid of n_r = teacher_steps / 2^(r+1) steps (``nested_grid``) from a teacher that steps twice per student step,
+    on the grid of 2·n_r steps. At the end of a round the student's EMA
     becomes the frozen teacher and the student goes on from it (Alg. 2: η ← θ)."""
 
     name = "progressive"
@@ -65,7 +76,7 @@ class ProgressiveDistillation(DistillationMethod):
 
     @property
     def student_sampler(self) -> dict:
-        return sampler_node("spectral_diffusion.diffusion.samplers.ddim", self.final_steps, eta=0.0, clip_x0=False)
+        return sampler_node("spectral_diffusion.distill.progressive_ddim", self.final_steps)
 
     def round_steps(self, round_index: int) -> int:
         return self.teacher_steps // 2 ** (round_index + 1)
@@ -88,8 +99,9 @@ class ProgressiveDistillation(DistillationMethod):
         self.set_grid(student.process, round_index, student.device)
 
     def set_grid(self, process, round_index: int, device=None) -> None:
-        grid = process.sampling_times(self.round_steps(round_index))
-        self.grid, self.middle = grid.to(device), midpoints(process, grid).to(device)
+        steps = self.round_steps(round_index)
+        self.grid = nested_grid(process, steps).to(device)
+        self.middle = nested_grid(process, 2 * steps)[1::2].to(device)
 
     def targets(self, process, x_t: Tensor, t: Tensor, mid: Tensor, s: Tensor) -> Tensor:
         """x̃ from two teacher DDIM steps t → mid → s (per-row times)."""
