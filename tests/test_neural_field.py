@@ -144,7 +144,7 @@ def test_encoders_are_permutation_invariant_and_ignore_unobserved_points(encoder
                                           ("model.omega_0", {"omega_0": -30.0}),
                                           ("model.condition_dropout", {"condition_dropout": 1.5}),
                                           ("model.encoder", {"encoder": "cnn"}),
-                                          ("model.autoencoder_steps", {"training": "two_stage"})])
+                                          ("model.autoencoder_steps", {"training_mode": "two_stage"})])
 def test_bad_model_options_name_their_key(key, options):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         tiny_model(**options)
@@ -252,7 +252,7 @@ def test_guidance_needs_condition_dropout():
 
 def test_two_stage_trains_the_autoencoder_then_only_the_denoiser():
     torch.manual_seed(0)
-    module = tiny_module(training="two_stage", autoencoder_steps=10)
+    module = tiny_module(training_mode="two_stage", autoencoder_steps=10)
     data = Signals1D(num_signals=12, num_val=4, num_points=32, batch_size=8)
     batch = next(iter(data.train_dataloader()))
     first = module.losses(batch, step=0)
@@ -265,7 +265,7 @@ def test_two_stage_trains_the_autoencoder_then_only_the_denoiser():
     second["loss"].backward()
     assert module.model.encoder.head[0].weight.grad is None and module.model.decoder.output.weight.grad is None
     assert module.model.denoiser.output[-1].weight.grad is not None
-    dual = tiny_module(training="dual", autoencoder_steps=0).losses(batch, step=0)
+    dual = tiny_module(training_mode="dual", autoencoder_steps=0).losses(batch, step=0)
     assert set(dual) == {"recon", "diffusion", "loss"}
 
 

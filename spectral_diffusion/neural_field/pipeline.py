@@ -138,6 +138,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - started
+    train_loss = float(trainer.callback_metrics.get("train/loss", math.nan))  # validate() resets them
     validation = trainer.validate(module, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return {}
@@ -147,7 +148,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_seconds": train_seconds,
         "train_steps_per_second": steps_done / train_seconds if train_seconds else math.nan,
         "num_parameters": module.num_parameters(),
-        "train_loss": float(trainer.callback_metrics.get("train/loss", math.nan)),
+        "train_loss": train_loss,
         "val_loss": float(validation[0]["val/loss"]) if validation else math.nan,
         "val_recon_mse": float(validation[0]["val/recon_mse"]) if validation else math.nan,
     }
