@@ -310,6 +310,21 @@ def test_pipeline_refuses_bad_input_before_anything_runs(overrides, key, tmp_pat
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_train_checks_the_field_evaluation_before_fitting(tmp_path, cache_dir):
+    from spectral_diffusion.pipeline import build, train
+
+    small = ["model=nf_latent", "data=signals1d", "data.num_signals=80", "data.num_val=10"]
+    with pytest.raises(ConfigError, match=r"evaluation\.resolutions\[1\]"):
+        train(compose_train(small + ["evaluation.resolutions=[64,1]"], tmp_path, cache_dir))
+    with pytest.raises(ConfigError, match="optimized_metric"):
+        train(compose_train(small + ["optimized_metric=psnr"], tmp_path, cache_dir))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # purely unconditional and purely conditional models build at the default scale 1
+    for dropout in (0.0, 1.0):
+        module = build(compose_train(small + [f"model.condition_dropout={dropout}"], tmp_path, cache_dir)).module
+        assert module.model.condition_dropout == dropout
+
+
 @pytest.mark.slow
 def test_sd_train_sample_eval_and_resume_on_a_field_run(tmp_path, cache_dir):
     from hydra import compose, initialize_config_dir
