@@ -283,7 +283,7 @@ def test_band_coverage_and_fourier_features():
 # --- entry points ------------------------------------------------------------------------------------
 SMALL = ["model=nf_latent", "data=signals1d", "data.num_signals=120", "data.num_val=40", "data.num_points=64",
          "data.batch_size=16", "model.latent_dim=8", "model.encoder_hidden=16", "model.decoder_hidden=16",
-         "model.denoiser_hidden=32", "model.denoiser_layers=1", "trainer.max_steps=12", "trainer.val_check_interval=6",
+         "model.denoiser_hidden=32", "model.denoiser_layers=1", "model.autoencoder_steps=4", "trainer.max_steps=12", "trainer.val_check_interval=6",
          "trainer.log_every_n_steps=2", "scheduler.warmup_steps=2", "sampler.steps=4",
          "callbacks.model_checkpoint.every_n_train_steps=6", "evaluation.conditional_fields=4",
          "evaluation.conditional_samples=4", "evaluation.resolutions=[16,64]", "evaluation.plot_fields=2"]
