@@ -1,0 +1,130 @@
+"""Images as 2-D fields: pixel-centre coordinate grids at any resolution, sparse observation masks (random pixels or
+random square patches) and the PSNR / SSIM that judge a reconstruction on the image's own grid.
+
+Conventions. A (H, W) image is the field sampled at pixel centres: coordinate (x, y) of the pixel in row i, column j
+is x = (2j + 1)/W − 1, y = (2i + 1)/H − 1, both in (−1, 1), listed row-major, so ``values.reshape(H, W)`` is the
+image. Pixel centres (not ``linspace(-1, 1, W)``) make a finer grid a refinement of the same square: each pixel of
+the 28×28 grid covers exactly the 2×2 pixels of the 56×56 grid, and ``pool_to`` (the block mean) takes a reconstruction
+decoded at 56 or 112 back to 28 for comparison with the truth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_positive
+
+MASK_KINDS = ("pixels", "patches")
+
+# Images live in [−1, 1]; PSNR and SSIM use this peak-to-peak range.
+DATA_RANGE = 2.0
+
+
+def pixel_centres(size: int) -> torch.Tensor:
+    """The ``size`` pixel centres of [−1, 1]: (2k + 1)/size − 1, k = 0 … size − 1 (float32)."""
+    return (2.0 * torch.arange(size, dtype=torch.float64) + 1.0).div(size).sub(1.0).to(torch.float32)
+
+
+def image_grid(height: int, width: int | None = None) -> torch.Tensor:
+    """Coordinates (height·width, 2) of a (height, width) image's pixel centres as (x, y), row-major."""
+    width = height if width is None else width
+    rows, cols = torch.meshgrid(pixel_centres(height), pixel_centres(width), indexing="ij")
+    return torch.stack([cols.reshape(-1), rows.reshape(-1)], dim=1)
+
+
+def check_observed_fraction(key: str, fraction: float) -> float:
+    """``fraction`` as a float in (0, 1]: no observation at all leaves nothing to reconstruct from."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"{key}={fraction!r} is invalid; it must lie in (0, 1]")
+    return float(fraction)
+
+
+def example_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of example ``index``'s mask: one numpy SeedSequence stream per (seed, index), so an example's
+    mask does not depend on which other examples are drawn, their order or the batch size."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def random_pixel_mask(height: int, width: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """(height·width,) bool: exactly max(1, round(fraction·height·width)) pixels observed, drawn without
+    replacement."""
+    count = height * width
+    observed = max(1, round(fraction * count))
+    mask = np.zeros(count, dtype=bool)
+    mask[rng.choice(count, size=observed, replace=False)] = True
+    return mask
+
+
+def random_patch_mask(height: int, width: int, fraction: float, patch_size: int, rng: np.random.Generator
+                      ) -> np.ndarray:
+    """(height·width,) bool: square ``patch_size`` patches at uniform random positions (wholly inside the image,
+    possibly overlapping) are added until they cover at least ``fraction`` of the pixels.
+
+    The last patch overshoots the fraction by less than one patch (patch_size² pixels), so the covered fraction is
+    about ``fraction``, never below it.
+    """
+    if patch_size > min(height, width):
+        raise ConfigError(f"data.patch_size={patch_size} exceeds the {height}x{width} image")
+    target = max(1, math.ceil(fraction * height * width - 1e-9))
+    mask = np.zeros((height, width), dtype=bool)
+    while mask.sum() < target:
+        top = rng.integers(0, height - patch_size + 1)
+        left = rng.integers(0, width - patch_size + 1)
+        mask[top:top + patch_size, left:left + patch_size] = True
+    return mask.reshape(-1)
+
+
+def observation_masks(indices: torch.Tensor | list[int], height: int, width: int, fraction: float, kind: str,
+                      patch_size: int, seed: int) -> torch.Tensor:
+    """Masks (len(indices), height·width) bool of the examples ``indices``, each drawn from ``example_rng(seed,
+    index)``: the same example always gets the same mask for a seed. ``kind`` is "pixels" or "patches"."""
+    fraction = check_observed_fraction("data.observed_fraction", fraction)
+    check_choice("data.mask", kind, MASK_KINDS)
+    patch_size = check_int("data.patch_size", patch_size, 1)
+    rows = []
+    for index in torch.as_tensor(indices).tolist():
+        rng = example_rng(seed, index)
+        if kind == "pixels":
+            rows.append(random_pixel_mask(height, width, fraction, rng))
+        else:
+            rows.append(random_patch_mask(height, width, fraction, patch_size, rng))
+    return torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, height * width, dtype=torch.bool)
+
+
+def pool_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, S, S) images at a multiple S of ``size``, block-averaged to (B, size, size): each coarse pixel is the
+    mean of the fine pixels whose centres lie in it (pixel-centre grids nest exactly)."""
+    fine = images.shape[-1]
+    if images.shape[-2] != fine or fine % size:
+        raise ValueError(f"images {tuple(images.shape)} are not square at a multiple of {size}")
+    factor = fine // size
+    return images.reshape(*images.shape[:-2], size, factor, size, factor).mean(dim=(-3, -1))
+
+
+def psnr(reconstruction: torch.Tensor, truth: torch.Tensor, data_range: float = DATA_RANGE) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image (B,) in dB: 10·log10(data_range² / MSE) over each image's pixels.
+
+    Reconstructions are clipped to the data range [−1, 1] first (every method alike), as an image would be for
+    display; a perfect reconstruction gives +inf.
+    """
+    check_positive("data_range", data_range)
+    low = -data_range / 2.0
+    error = (reconstruction.double().clamp(low, low + data_range) - truth.double()).square()
+    mse = error.reshape(error.shape[0], -1).mean(dim=1)
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def ssim(reconstruction: torch.Tensor, truth: torch.Tensor, data_range: float = DATA_RANGE) -> torch.Tensor:
+    """Structural similarity per image (B,) of (B, H, W) grey images: scikit-image's ``structural_similarity``
+    (Wang et al. 2004, Eq. 13) with its defaults (7×7 uniform window, K1 = 0.01, K2 = 0.03), ``data_range`` 2 for
+    [−1, 1], reconstructions clipped to that range as in ``psnr``."""
+    check_positive("data_range", data_range)
+    low = -data_range / 2.0
+    recon = reconstruction.double().clamp(low, low + data_range).cpu().numpy()
+    true = truth.double().cpu().numpy()
+    return torch.tensor([structural_similarity(true[i], recon[i], data_range=data_range) for i in range(len(true))],
+                        dtype=torch.float64)

@@ -1,0 +1,218 @@
+"""Tests for 2-D fields: interpolation baselines against exact answers, observation masks, pixel-centre grids and the
+PSNR / SSIM of reconstructions against hand values and an independent reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import Delaunay
+
+from spectral_diffusion.neural_field.baselines import INTERPOLATION_METHODS, interpolate_batch, interpolate_observations
+from spectral_diffusion.neural_field.field2d import (
+    image_grid,
+    observation_masks,
+    pixel_centres,
+    pool_to,
+    psnr,
+    ssim,
+)
+from spectral_diffusion.utils.validation import ConfigError
+
+
+def plane(points: np.ndarray) -> np.ndarray:
+    return 0.7 * points[:, 0] - 1.3 * points[:, 1] + 0.25
+
+
+@pytest.fixture
+def scattered() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """80 scattered observations in the square, a 28x28 query grid and which query points lie inside their hull."""
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (80, 2))
+    query = image_grid(28).double().numpy()
+    inside = Delaunay(points).find_simplex(query) >= 0
+    return points, query, inside
+
+
+# ----------------------------------------------------------------------------------------------
+# Interpolation baselines
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["linear", "cubic"])
+def test_linear_and_cubic_reproduce_a_plane_inside_the_hull(scattered, method):
+    points, query, inside = scattered
+    assert 300 < inside.sum() < len(query)  # both regions are exercised
+    result = interpolate_observations(points, plane(points), query, method)
+    np.testing.assert_allclose(result[inside], plane(query[inside]), atol=1e-10, rtol=0)
+
+
+def test_nearest_is_exact_at_observed_points_and_copies_the_closest_elsewhere(scattered):
+    points, query, _ = scattered
+    values = np.random.default_rng(1).normal(size=len(points))
+    np.testing.assert_array_equal(interpolate_observations(points, values, points, "nearest"), values)
+    closest = np.argmin(((query[:, None, :] - points[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(interpolate_observations(points, values, query, "nearest"), values[closest])
+
+
+@pytest.mark.parametrize("method", ["linear", "cubic"])
+def test_points_outside_the_hull_take_the_nearest_observation(scattered, method):
+    points, query, inside = scattered
+    values = np.random.default_rng(2).normal(size=len(points))
+    result = interpolate_observations(points, values, query, method)
+    nearest = interpolate_observations(points, values, query, "nearest")
+    assert np.isfinite(result).all()
+    np.testing.assert_array_equal(result[~inside], nearest[~inside])
+    assert not np.allclose(result[inside], nearest[inside])
+
+
+@pytest.mark.parametrize("method", INTERPOLATION_METHODS)
+def test_every_method_interpolates_observed_points_exactly_and_channels_independently(scattered, method):
+    points, _, _ = scattered
+    values = np.random.default_rng(3).normal(size=(len(points), 2))
+    both = interpolate_observations(points, values, points, method)
+    np.testing.assert_allclose(both, values, atol=1e-12)
+    query = np.random.default_rng(4).uniform(-1, 1, (50, 2))
+    both = interpolate_observations(points, values, query, method)
+    for channel in range(2):
+        np.testing.assert_array_equal(both[:, channel],
+                                      interpolate_observations(points, values[:, channel], query, method))
+
+
+def test_one_dimensional_linear_interpolation_is_exact_on_a_line():
+    rng = np.random.default_rng(5)
+    points = rng.uniform(-1, 1, (20, 1))  # unsorted on purpose
+    query = np.linspace(points.min(), points.max(), 64)[:, None]
+    result = interpolate_observations(points, 3.0 * points[:, 0] + 1.0, query, "linear")
+    np.testing.assert_allclose(result, 3.0 * query[:, 0] + 1.0, atol=1e-12)
+    # beyond the last observation: the end value (nearest), not NaN
+    outside = interpolate_observations(points, 3.0 * points[:, 0] + 1.0, np.array([[1.5]]), "linear")
+    assert outside[0] == pytest.approx(3.0 * points.max() + 1.0)
+
+
+def test_cubic_on_1d_and_unknown_methods_are_config_errors():
+    with pytest.raises(ConfigError, match="cubic"):
+        interpolate_observations(np.zeros((3, 1)), np.zeros(3), np.zeros((2, 1)), "cubic")
+    with pytest.raises(ConfigError, match="method='spline'"):
+        interpolate_observations(np.zeros((3, 2)), np.zeros(3), np.zeros((2, 2)), "spline")
+
+
+def test_interpolate_batch_uses_only_the_observed_points_of_each_field():
+    grid = image_grid(8)
+    truth = torch.stack([torch.from_numpy(plane(grid.double().numpy())), -torch.from_numpy(plane(grid.double().numpy()))])
+    values = truth.float().unsqueeze(-1)
+    masks = observation_masks([0, 1], 8, 8, 0.5, "pixels", 1, seed=0)
+    corrupted = torch.where(masks.unsqueeze(-1), values, torch.full_like(values, 100.0))  # hidden values are junk
+    batch = {"coords": grid.expand(2, -1, -1), "values": corrupted, "mask": masks}
+    result = interpolate_batch(batch, grid, "linear")
+    assert result.shape == (2, 64, 1) and result.dtype == torch.float32
+    assert result.abs().max() < 5.0  # no junk leaked in
+    np.testing.assert_array_equal(result[masks], values[masks])
+    with pytest.raises(ValueError, match="no observed point"):
+        interpolate_batch({**batch, "mask": torch.zeros_like(masks)}, grid, "nearest")
+
+
+# ----------------------------------------------------------------------------------------------
+# Grids and masks
+# ----------------------------------------------------------------------------------------------
+
+
+def test_pixel_centre_grid_is_row_major_x_then_y_and_nests_across_resolutions():
+    np.testing.assert_allclose(pixel_centres(4), [-0.75, -0.25, 0.25, 0.75])
+    grid = image_grid(3, 4)
+    assert grid.shape == (12, 2) and grid.dtype == torch.float32
+    np.testing.assert_allclose(grid[:4, 0], pixel_centres(4))  # x runs along a row
+    np.testing.assert_allclose(grid[::4, 1], pixel_centres(3))  # y steps down the rows
+    # a coarse pixel's centre is the mean of its 2x2 fine pixels' centres
+    fine = image_grid(56).reshape(56, 56, 2).permute(2, 0, 1)
+    np.testing.assert_allclose(pool_to(fine, 28).permute(1, 2, 0).reshape(-1, 2), image_grid(28), atol=1e-6)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5])
+def test_pixel_masks_observe_exactly_the_fraction(fraction):
+    masks = observation_masks(range(20), 28, 28, fraction, "pixels", 1, seed=0)
+    assert masks.shape == (20, 784) and masks.dtype == torch.bool
+    assert (masks.sum(dim=1) == round(fraction * 784)).all()
+    assert len({tuple(row.nonzero().squeeze(1).tolist()) for row in masks}) == 20  # every example differs
+
+
+@pytest.mark.parametrize("fraction,patch_size", [(0.1, 4), (0.2, 4), (0.5, 7)])
+def test_patch_masks_cover_the_fraction_in_square_patches(fraction, patch_size):
+    masks = observation_masks(range(20), 28, 28, fraction, "patches", patch_size, seed=0)
+    covered = masks.sum(dim=1)
+    assert (covered >= math.ceil(fraction * 784)).all()
+    assert (covered < fraction * 784 + patch_size**2).all()
+    # every observed pixel belongs to a fully observed patch_size x patch_size square
+    images = masks.reshape(20, 1, 28, 28).float()
+    full_squares = torch.nn.functional.avg_pool2d(images, patch_size, stride=1) > 1 - 1e-6
+    dilated = torch.nn.functional.conv_transpose2d(full_squares.float(), torch.ones(1, 1, patch_size, patch_size))
+    assert torch.equal(dilated.reshape(20, -1) > 0, masks)
+
+
+def test_masks_are_deterministic_per_seed_and_example_whatever_the_batch():
+    whole = observation_masks(range(10), 28, 28, 0.2, "pixels", 1, seed=3)
+    assert torch.equal(observation_masks([7, 2], 28, 28, 0.2, "pixels", 1, seed=3), whole[[7, 2]])
+    assert not torch.equal(observation_masks(range(10), 28, 28, 0.2, "pixels", 1, seed=4), whole)
+    patches = observation_masks([5], 28, 28, 0.2, "patches", 4, seed=3)
+    assert torch.equal(observation_masks(range(6), 28, 28, 0.2, "patches", 4, seed=3)[5:], patches)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5, "half", True])
+def test_an_observed_fraction_outside_0_1_is_a_config_error(fraction):
+    with pytest.raises(ConfigError, match="data.observed_fraction"):
+        observation_masks([0], 28, 28, fraction, "pixels", 1, seed=0)
+
+
+def test_unknown_mask_kind_and_oversized_patches_are_config_errors():
+    with pytest.raises(ConfigError, match="data.mask='stripes'"):
+        observation_masks([0], 28, 28, 0.2, "stripes", 1, seed=0)
+    with pytest.raises(ConfigError, match="data.patch_size=29"):
+        observation_masks([0], 28, 28, 0.2, "patches", 29, seed=0)
+    with pytest.raises(ConfigError, match="data.patch_size"):
+        observation_masks([0], 28, 28, 0.2, "patches", 0, seed=0)
+
+
+def test_full_observation_observes_everything():
+    assert observation_masks([0, 1], 28, 28, 1.0, "pixels", 1, seed=0).all()
+    assert observation_masks([0, 1], 28, 28, 1.0, "patches", 5, seed=0).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# PSNR and SSIM
+# ----------------------------------------------------------------------------------------------
+
+
+def test_psnr_against_a_hand_value():
+    truth = torch.zeros(1, 4, 4)
+    reconstruction = truth.clone()
+    reconstruction[0, 0, :] = 0.25  # 4 of 16 pixels off by 0.25: MSE = 0.0625 · 4 / 16 = 1/64
+    # 10 log10(2² · 64) = 10 log10(256) = 24.08 dB
+    assert psnr(reconstruction, truth).item() == pytest.approx(10 * math.log10(256), abs=1e-12)
+    assert psnr(truth, truth).item() == math.inf
+
+
+def test_psnr_clips_reconstructions_to_the_data_range_and_is_per_image():
+    truth = torch.ones(2, 3, 3)
+    overshoot = truth + torch.tensor([5.0, 0.0]).view(2, 1, 1)  # clipped back to 1: perfect
+    assert psnr(overshoot, truth).isinf().all()
+    one = psnr(torch.zeros(1, 3, 3), truth[:1])
+    assert one.item() == pytest.approx(10 * math.log10(4.0))  # MSE 1
+
+
+def test_ssim_of_an_image_with_itself_is_one_and_drops_with_noise():
+    truth = torch.rand(3, 28, 28) * 2 - 1
+    np.testing.assert_allclose(ssim(truth, truth), 1.0, atol=1e-12)
+    noisy = truth + 0.3 * torch.randn(3, 28, 28, generator=torch.Generator().manual_seed(0))
+    values = ssim(noisy, truth)
+    assert (values < 0.9).all() and (values > 0).all()
+
+
+def test_ssim_matches_the_formula_on_constant_images():
+    # With constant images inside every window: σ = 0, so SSIM = (2 μx μy + C1) / (μx² + μy² + C1),
+    # C1 = (0.01 · 2)² for the range [−1, 1].
+    c1 = (0.01 * 2.0) ** 2
+    value = ssim(torch.full((1, 28, 28), 0.5), torch.full((1, 28, 28), -0.25)).item()
+    expected = (2 * 0.5 * -0.25 + c1) / (0.5**2 + 0.25**2 + c1)
+    assert value == pytest.approx(expected, rel=1e-9)
