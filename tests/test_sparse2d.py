@@ -4,14 +4,19 @@ PSNR / SSIM of reconstructions against hand values and an independent reference.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from scipy.spatial import Delaunay
 
+from spectral_diffusion.cli import CONFIG_DIR
+from spectral_diffusion.data import ImageSet
 from spectral_diffusion.neural_field.baselines import INTERPOLATION_METHODS, interpolate_batch, interpolate_observations
 from spectral_diffusion.neural_field.field2d import (
+    MnistField,
     image_grid,
     observation_masks,
     pixel_centres,
@@ -19,6 +24,7 @@ from spectral_diffusion.neural_field.field2d import (
     psnr,
     ssim,
 )
+from spectral_diffusion.pipeline import instantiate_checked
 from spectral_diffusion.utils.validation import ConfigError
 
 
@@ -216,3 +222,98 @@ def test_ssim_matches_the_formula_on_constant_images():
     value = ssim(torch.full((1, 28, 28), 0.5), torch.full((1, 28, 28), -0.25)).item()
     expected = (2 * 0.5 * -0.25 + c1) / (0.5**2 + 0.25**2 + c1)
     assert value == pytest.approx(expected, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# MnistField: images served as field batches
+# ----------------------------------------------------------------------------------------------
+
+
+class TinyImages:
+    """A source of 40 random 6x5 grey images in [-1, 1] with labels (image k has label k mod 3)."""
+
+    def load(self) -> ImageSet:
+        images = torch.rand(40, 1, 6, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        return ImageSet(images=images, labels=torch.arange(40) % 3, name="tiny", num_classes=3)
+
+
+def tiny_field(**overrides) -> MnistField:
+    arguments = dict(observed_fraction=0.5, num_train=20, num_val=6, batch_size=4, val_fraction=0.25)
+    return MnistField(TinyImages(), **{**arguments, **overrides})
+
+
+def test_field_batches_hold_each_image_on_its_pixel_centre_grid():
+    data = tiny_field()
+    assert (data.grid_shape, data.value_dim, data.coord_dim, data.num_classes) == ((6, 5), 1, 2, 3)
+    fields = data.val_fields
+    assert fields["coords"].shape == (6, 30, 2) and fields["values"].shape == (6, 30, 1)
+    assert fields["mask"].shape == (6, 30) and fields["label"].shape == (6,)
+    images = data.images.val_images[:6, 0]
+    # the pixel in row i, column j sits at x = (2j + 1)/5 - 1, y = (2i + 1)/6 - 1
+    coords = fields["coords"].reshape(6, 6, 5, 2)
+    assert coords[0, 2, 3].tolist() == pytest.approx([(2 * 3 + 1) / 5 - 1, (2 * 2 + 1) / 6 - 1])
+    assert torch.equal(fields["values"].reshape(6, 6, 5), images)
+    assert torch.equal(fields["label"], data.images.val_labels[:6])
+    assert torch.equal(data.grid((6, 5)), fields["coords"][0])
+    assert data.grid(56).shape == (56 * 56, 2)
+
+
+def test_masks_are_fixed_per_image_and_the_loaders_cover_the_subsets():
+    data = tiny_field()
+    assert (data.val_fields["mask"].sum(dim=1) == 15).all()
+    batches = list(data.val_dataloader())
+    assert [len(batch["values"]) for batch in batches] == [4, 2]
+    for key in ("values", "mask", "label"):
+        assert torch.equal(torch.cat([batch[key] for batch in batches]), data.val_fields[key])
+    # the same image keeps its mask whatever else is loaded: masks follow the image's position in the source
+    smaller = tiny_field(num_val=3)
+    assert torch.equal(smaller.val_fields["mask"], data.val_fields["mask"][:3])
+    assert not torch.equal(tiny_field(mask_seed=1).val_fields["mask"], data.val_fields["mask"])
+    train = list(data.train_dataloader())
+    assert len(train) == 5 and all(batch["coords"].shape == (4, 30, 2) for batch in train)
+    # one epoch serves every training field once (shuffled)
+    seen = torch.cat([batch["values"] for batch in train]).flatten(1)
+    expected = data.train_fields["values"].flatten(1)
+    assert torch.equal(seen[seen[:, 0].argsort()], expected[expected[:, 0].argsort()])
+
+
+def test_patch_observations_in_the_datamodule():
+    data = tiny_field(mask="patches", patch_size=2, observed_fraction=0.3)
+    covered = data.val_fields["mask"].sum(dim=1)
+    assert (covered >= 9).all() and (covered < 9 + 4).all()
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("observed_fraction", 0.0, "data.observed_fraction=0.0"),
+    ("observed_fraction", 1.01, "data.observed_fraction=1.01"),
+    ("mask", "stripes", "data.mask='stripes'"),
+    ("patch_size", 0, "data.patch_size=0"),
+    ("num_train", 0, "data.num_train=0"),
+    ("batch_size", 21, "data.batch_size=21"),
+])
+def test_bad_field_settings_fail_at_construction_naming_the_key(key, value, match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        tiny_field(**{key: value})
+
+
+def test_subsets_larger_than_the_split_and_oversized_patches_fail_naming_the_key():
+    with pytest.raises(ConfigError, match="data.num_val=11 exceeds the 10 images"):
+        tiny_field(num_val=11).setup()
+    with pytest.raises(ConfigError, match="data.patch_size=6 exceeds the 6x5 image"):
+        tiny_field(mask="patches", patch_size=6).setup()
+
+
+def test_the_mnist_field_config_serves_28x28_mnist_digits():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=["data=mnist_field", "data.num_train=64", "data.num_val=16",
+                                                      "data.mask=patches"])
+    data = instantiate_checked(cfg.data)
+    assert data.grid_shape == (28, 28) and data.mask_kind == "patches"
+    fields = data.val_fields
+    assert fields["values"].shape == (16, 784, 1)
+    assert torch.equal(fields["values"][:, :, 0].reshape(16, 28, 28), data.images.val_images[:16, 0])
+    assert fields["mask"].float().mean() == pytest.approx(0.2, abs=0.02)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=["data=mnist_field", "data.observed_fraction=0"])
+    with pytest.raises(ConfigError, match="data.observed_fraction=0 "):
+        instantiate_checked(cfg.data)
