@@ -1,0 +1,22 @@
+"""Neural-field latent diffusion (seed 002): field data, sparse-observation encoders, a SIREN decoder, diffusion
+on the latents with the project's processes and samplers, classifier-free guidance, metrics and plots."""
+
+from spectral_diffusion.neural_field.data import (
+    FieldDataModule,
+    FieldSplits,
+    Signals1D,
+    check_observed_fraction,
+    field_batch,
+    random_masks,
+    regular_grid,
+)
+
+__all__ = [
+    "FieldDataModule",
+    "FieldSplits",
+    "Signals1D",
+    "check_observed_fraction",
+    "field_batch",
+    "random_masks",
+    "regular_grid",
+]
