@@ -14,6 +14,7 @@ from scipy.spatial import Delaunay
 
 from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.data import ImageSet
+from spectral_diffusion.neural_field import regular_grid
 from spectral_diffusion.neural_field.baselines import INTERPOLATION_METHODS, interpolate_batch, interpolate_observations
 from spectral_diffusion.neural_field.field2d import (
     MnistField,
@@ -125,12 +126,15 @@ def test_interpolate_batch_uses_only_the_observed_points_of_each_field():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_pixel_centre_grid_is_row_major_x_then_y_and_nests_across_resolutions():
+def test_pixel_centre_grid_is_row_major_row_then_column_and_nests_across_resolutions():
     np.testing.assert_allclose(pixel_centres(4), [-0.75, -0.25, 0.25, 0.75])
     grid = image_grid(3, 4)
     assert grid.shape == (12, 2) and grid.dtype == torch.float32
-    np.testing.assert_allclose(grid[:4, 0], pixel_centres(4))  # x runs along a row
-    np.testing.assert_allclose(grid[::4, 1], pixel_centres(3))  # y steps down the rows
+    np.testing.assert_allclose(grid[:4, 1], pixel_centres(4))  # coordinate 1 runs along a row
+    np.testing.assert_allclose(grid[::4, 0], pixel_centres(3))  # coordinate 0 steps down the rows
+    # the same axis order as the base's regular_grid (which puts the points edge to edge instead)
+    edges = regular_grid((3, 4), 2)
+    assert torch.equal(grid.argsort(dim=0), edges.argsort(dim=0))
     # a coarse pixel's centre is the mean of its 2x2 fine pixels' centres
     fine = image_grid(56).reshape(56, 56, 2).permute(2, 0, 1)
     np.testing.assert_allclose(pool_to(fine, 28).permute(1, 2, 0).reshape(-1, 2), image_grid(28), atol=1e-6)
@@ -249,9 +253,9 @@ def test_field_batches_hold_each_image_on_its_pixel_centre_grid():
     assert fields["coords"].shape == (6, 30, 2) and fields["values"].shape == (6, 30, 1)
     assert fields["mask"].shape == (6, 30) and fields["label"].shape == (6,)
     images = data.images.val_images[:6, 0]
-    # the pixel in row i, column j sits at x = (2j + 1)/5 - 1, y = (2i + 1)/6 - 1
+    # the pixel in row i, column j sits at ((2i + 1)/6 - 1, (2j + 1)/5 - 1)
     coords = fields["coords"].reshape(6, 6, 5, 2)
-    assert coords[0, 2, 3].tolist() == pytest.approx([(2 * 3 + 1) / 5 - 1, (2 * 2 + 1) / 6 - 1])
+    assert coords[0, 2, 3].tolist() == pytest.approx([(2 * 2 + 1) / 6 - 1, (2 * 3 + 1) / 5 - 1])
     assert torch.equal(fields["values"].reshape(6, 6, 5), images)
     assert torch.equal(fields["label"], data.images.val_labels[:6])
     assert torch.equal(data.grid((6, 5)), fields["coords"][0])
@@ -268,7 +272,10 @@ def test_masks_are_fixed_per_image_and_the_loaders_cover_the_subsets():
     # the same image keeps its mask whatever else is loaded: masks follow the image's position in the source
     smaller = tiny_field(num_val=3)
     assert torch.equal(smaller.val_fields["mask"], data.val_fields["mask"][:3])
-    assert not torch.equal(tiny_field(mask_seed=1).val_fields["mask"], data.val_fields["mask"])
+    assert not torch.equal(tiny_field(seed=1).val_fields["mask"], data.val_fields["mask"])
+    # ... and not on the run's global seed
+    torch.manual_seed(123)
+    assert torch.equal(tiny_field().val_fields["mask"], data.val_fields["mask"])
     train = list(data.train_dataloader())
     assert len(train) == 5 and all(batch["coords"].shape == (4, 30, 2) for batch in train)
     # one epoch serves every training field once (shuffled)

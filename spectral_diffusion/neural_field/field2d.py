@@ -1,11 +1,13 @@
 """Images as 2-D fields: pixel-centre coordinate grids at any resolution, sparse observation masks (random pixels or
 random square patches) and the PSNR / SSIM that judge a reconstruction on the image's own grid.
 
-Conventions. A (H, W) image is the field sampled at pixel centres: coordinate (x, y) of the pixel in row i, column j
-is x = (2j + 1)/W − 1, y = (2i + 1)/H − 1, both in (−1, 1), listed row-major, so ``values.reshape(H, W)`` is the
-image. Pixel centres (not ``linspace(-1, 1, W)``) make a finer grid a refinement of the same square: each pixel of
-the 28×28 grid covers exactly the 2×2 pixels of the 56×56 grid, and ``pool_to`` (the block mean) takes a reconstruction
-decoded at 56 or 112 back to 28 for comparison with the truth.
+Conventions. A (H, W) image is the field sampled at its pixel centres: the pixel in row i, column j sits at
+coordinates ((2i + 1)/H − 1, (2j + 1)/W − 1), both in (−1, 1); coordinate 0 runs down the rows and coordinate 1
+along the columns, listed row-major, the axis order of ``neural_field.data.regular_grid``, so ``values.reshape(H, W)``
+is the image. Pixel centres (not ``regular_grid``'s ``linspace(-1, 1, W)``, which puts the outer pixels on the
+edges) make a finer grid a refinement of the same square: each pixel of the 28×28 grid covers exactly the 2×2 pixels
+of the 56×56 grid, and ``pool_to`` (the block mean) takes a reconstruction decoded at 56 or 112 back to 28 for
+comparison with the truth.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning import LightningDataModule
 from skimage.metrics import structural_similarity
-from torch.utils.data import DataLoader, Dataset
 
 from spectral_diffusion.data.datamodule import DiffusionDataModule
+from spectral_diffusion.neural_field.data import FieldDataModule, FieldSplits, check_observed_fraction
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_positive
 
 MASK_KINDS = ("pixels", "patches")
@@ -34,17 +35,10 @@ def pixel_centres(size: int) -> torch.Tensor:
 
 
 def image_grid(height: int, width: int | None = None) -> torch.Tensor:
-    """Coordinates (height·width, 2) of a (height, width) image's pixel centres as (x, y), row-major."""
+    """Coordinates (height·width, 2) of a (height, width) image's pixel centres as (row, column), row-major."""
     width = height if width is None else width
     rows, cols = torch.meshgrid(pixel_centres(height), pixel_centres(width), indexing="ij")
-    return torch.stack([cols.reshape(-1), rows.reshape(-1)], dim=1)
-
-
-def check_observed_fraction(key: str, fraction: float) -> float:
-    """``fraction`` as a float in (0, 1]: no observation at all leaves nothing to reconstruct from."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
-        raise ConfigError(f"{key}={fraction!r} is invalid; it must lie in (0, 1]")
-    return float(fraction)
+    return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
 
 
 def example_rng(seed: int, index: int) -> np.random.Generator:
@@ -86,7 +80,7 @@ def observation_masks(indices: torch.Tensor | list[int], height: int, width: int
                       patch_size: int, seed: int) -> torch.Tensor:
     """Masks (len(indices), height·width) bool of the examples ``indices``, each drawn from ``example_rng(seed,
     index)``: the same example always gets the same mask for a seed. ``kind`` is "pixels" or "patches"."""
-    fraction = check_observed_fraction("data.observed_fraction", fraction)
+    fraction = check_observed_fraction(fraction)
     check_choice("data.mask", kind, MASK_KINDS)
     patch_size = check_int("data.patch_size", patch_size, 1)
     rows = []
@@ -134,132 +128,69 @@ def ssim(reconstruction: torch.Tensor, truth: torch.Tensor, data_range: float = 
                         dtype=torch.float64)
 
 
-class FieldBatches(Dataset):
-    """Fields held in memory (values (B, N, c), masks (B, N), optional labels) on one shared coordinate grid, whose
-    batches come from ``__getitems__`` as one field batch dict (one index per tensor, no per-example collation)."""
-
-    def __init__(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-                 labels: torch.Tensor | None) -> None:
-        self.coords, self.values, self.mask, self.labels = coords, values, mask, labels
-
-    def __len__(self) -> int:
-        return self.values.shape[0]
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {key: value[0] for key, value in self.__getitems__([index]).items()}
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        batch = {
-            "coords": self.coords.expand(len(index), -1, -1),
-            "values": self.values.index_select(0, index),
-            "mask": self.mask.index_select(0, index),
-        }
-        if self.labels is not None:
-            batch["label"] = self.labels.index_select(0, index)
-        return batch
-
-
-def whole_field_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Collate function for batches ``__getitems__`` already built (module level so workers can pickle it)."""
-    return batch
-
-
-class MnistField(LightningDataModule):
+class MnistField(FieldDataModule):
     """Images of an image source (``data=mnist_field``: the project's MNIST source at 28×28) served as 2-D fields:
-    coordinate (x, y) at each pixel centre → intensity in [−1, 1], with a fixed observation mask per example.
+    the pixel centres (``image_grid``) → intensity in [−1, 1], with a fixed observation mask per image.
 
-    The train / held-out split is the image datamodule's (``DiffusionDataModule``: fixed by ``split_seed``, never by
-    the run's seed); the first ``num_train`` and ``num_val`` images of each split are kept, so CPU runs stay small.
-    Example i's mask is drawn from ``example_rng(mask_seed, position of i in the source)``: ``mask="pixels"`` observes
-    ``observed_fraction`` of the pixels at random, ``mask="patches"`` random ``patch_size`` squares covering about
-    that fraction. Every batch holds the whole grid (``coords`` (B, H·W, 2), ``values`` (B, H·W, c), ``mask``
-    (B, H·W), ``label`` (B,)), so the hidden pixels are there to score a reconstruction.
+    The train / held-out split is the image datamodule's (``DiffusionDataModule`` with ``val_fraction`` and
+    ``split_seed``), the same held-out digits every image run and the classifier features are measured on; the first
+    ``num_train`` and ``num_val`` images of each split are kept, so CPU runs stay small. Image k's mask is drawn from
+    ``example_rng(seed, k)``, k its position in the source: ``mask="pixels"`` observes ``observed_fraction`` of the
+    pixels at random, ``mask="patches"`` random ``patch_size`` squares covering about that fraction. Batches hold the
+    whole grid, so the hidden pixels are there to score a reconstruction.
     """
 
     coord_dim = 2
 
     def __init__(self, source: Any, observed_fraction: float = 0.2, mask: str = "pixels", patch_size: int = 4,
-                 num_train: int = 2000, num_val: int = 200, batch_size: int = 32, val_fraction: float = 0.1,
-                 split_seed: int = 0, mask_seed: int = 0, num_workers: int = 0) -> None:
-        super().__init__()
-        self.observed_fraction = check_observed_fraction("data.observed_fraction", observed_fraction)
+                 num_train: int = 2000, num_val: int = 200, batch_size: int = 32, eval_batch_size: int | None = None,
+                 val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(observed_fraction, batch_size, eval_batch_size, num_workers, seed)
         self.mask_kind = check_choice("data.mask", mask, MASK_KINDS)
         self.patch_size = check_int("data.patch_size", patch_size, 1)
-        self.num_train = check_int("data.num_train", num_train, 1)
-        self.num_val = check_int("data.num_val", num_val, 1)
-        self.batch_size = check_int("data.batch_size", batch_size, 1)
-        if self.batch_size > self.num_train:
+        self.train_size = check_int("data.num_train", num_train, 1)
+        self.val_size = check_int("data.num_val", num_val, 1)
+        if self.batch_size > self.train_size:
             raise ConfigError(f"data.batch_size={batch_size} exceeds data.num_train={num_train}")
-        self.mask_seed = check_int("data.mask_seed", mask_seed)
-        self.num_workers = check_int("data.num_workers", num_workers, 0)
-        # Holds the source, the held-out fraction and the split seed (and checks them).
+        # Holds the source, the held-out fraction and the split seed (and checks them); loads on first use.
         self.images = DiffusionDataModule(source, batch_size=1, val_fraction=val_fraction, split_seed=split_seed)
-        self._train: FieldBatches | None = None
-
-    def setup(self, stage: str | None = None) -> None:
-        if self._train is not None:
-            return
-        images = self.images
-        channels, height, width = images.image_shape
-        for key, wanted, available in (("data.num_train", self.num_train, len(images.train_indices)),
-                                       ("data.num_val", self.num_val, len(images.val_indices))):
-            if wanted > available:
-                raise ConfigError(f"{key}={wanted} exceeds the {available} images of that split of {images.name}")
-        self._grid_shape = (height, width)
-        self._value_dim = channels
-        coords = image_grid(height, width).unsqueeze(0)
-        self._train = self._fields(coords, images.train_images, images.train_labels, images.train_indices,
-                                   self.num_train)
-        self._val = self._fields(coords, images.val_images, images.val_labels, images.val_indices, self.num_val)
-
-    def _fields(self, coords: torch.Tensor, pixels: torch.Tensor, labels: torch.Tensor | None,
-                source_indices: torch.Tensor, count: int) -> FieldBatches:
-        height, width = self._grid_shape
-        values = pixels[:count].flatten(2).transpose(1, 2).contiguous()  # (B, H·W, C), row-major like the grid
-        masks = observation_masks(source_indices[:count], height, width, self.observed_fraction, self.mask_kind,
-                                  self.patch_size, self.mask_seed)
-        return FieldBatches(coords, values, masks, None if labels is None else labels[:count])
-
-    def _loaded(self) -> MnistField:
-        self.setup()
-        return self
 
     @property
     def grid_shape(self) -> tuple[int, int]:
-        return self._loaded()._grid_shape
+        return tuple(self.images.image_shape[1:])
 
     @property
     def value_dim(self) -> int:
-        return self._loaded()._value_dim
+        return self.images.image_shape[0]
 
     @property
     def num_classes(self) -> int | None:
         return self.images.num_classes
 
-    def grid(self, resolution: int | tuple[int, int]) -> torch.Tensor:
-        """Pixel-centre coordinates (H·W, 2) of an (H, W) grid over the same square (an int: a square grid)."""
-        height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+    def grid(self, resolution: int | tuple[int, int] | None = None) -> torch.Tensor:
+        """Pixel-centre coordinates (H·W, 2) of an (H, W) grid over the same square (an int: square; default: the
+        images' own grid). Replaces the base's edge-to-edge grid so that 56 and 112 refine 28 (module docstring)."""
+        height, width = self.grid_shape if resolution is None else (
+            (resolution, resolution) if isinstance(resolution, int) else tuple(resolution))
         return image_grid(check_int("resolution", height, 1), check_int("resolution", width, 1))
 
-    @property
-    def train_fields(self) -> dict[str, torch.Tensor]:
-        """The whole training subset as one field batch."""
-        train = self._loaded()._train
-        return train.__getitems__(list(range(len(train))))
+    def load_fields(self) -> FieldSplits:
+        images = self.images
+        height, width = self.grid_shape
+        parts = {}
+        for split, wanted in (("train", self.train_size), ("val", self.val_size)):
+            indices = getattr(images, f"{split}_indices")
+            if wanted > len(indices):
+                raise ConfigError(f"data.num_{split}={wanted} exceeds the {len(indices)} images of that split of "
+                                  f"{images.name}")
+            pixels = getattr(images, f"{split}_images")[:wanted]
+            labels = getattr(images, f"{split}_labels")
+            parts[f"{split}_values"] = pixels.flatten(2).transpose(1, 2).contiguous()  # (B, H·W, C), row-major
+            parts[f"{split}_masks"] = observation_masks(indices[:wanted], height, width, self.observed_fraction,
+                                                         self.mask_kind, self.patch_size, self.seed)
+            parts[f"{split}_labels"] = None if labels is None else labels[:wanted]
+        return FieldSplits(**parts)
 
-    @property
-    def val_fields(self) -> dict[str, torch.Tensor]:
-        """The whole held-out subset as one field batch."""
-        val = self._loaded()._val
-        return val.__getitems__(list(range(len(val))))
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self._loaded()._train, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          collate_fn=whole_field_batch, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._loaded()._val, batch_size=self.batch_size, shuffle=False, drop_last=False,
-                          collate_fn=whole_field_batch, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "source": self.images.name, "mask": self.mask_kind, "patch_size": self.patch_size,
+                "split_seed": self.images.split_seed}
