@@ -18,6 +18,7 @@ from spectral_diffusion.neural_field import regular_grid
 from spectral_diffusion.neural_field.baselines import INTERPOLATION_METHODS, interpolate_batch, interpolate_observations
 from spectral_diffusion.neural_field.field2d import (
     MnistField,
+    field_images,
     image_grid,
     observation_masks,
     pixel_centres,
@@ -140,6 +141,13 @@ def test_pixel_centre_grid_is_row_major_row_then_column_and_nests_across_resolut
     np.testing.assert_allclose(pool_to(fine, 28).permute(1, 2, 0).reshape(-1, 2), image_grid(28), atol=1e-6)
 
 
+def test_field_images_put_each_channel_of_each_grid_point_at_its_pixel():
+    values = torch.arange(2 * 12 * 3, dtype=torch.float32).reshape(2, 12, 3)  # 3 channels on a 3x4 grid
+    images = field_images(values, 3, 4)
+    assert images.shape == (2, 3, 3, 4)
+    assert images[1, 2, 1, 3] == values[1, 1 * 4 + 3, 2]
+
+
 @pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5])
 def test_pixel_masks_observe_exactly_the_fraction(fraction):
     masks = observation_masks(range(20), 28, 28, fraction, "pixels", 1, seed=0)
@@ -258,6 +266,7 @@ def test_field_batches_hold_each_image_on_its_pixel_centre_grid():
     coords = fields["coords"].reshape(6, 6, 5, 2)
     assert coords[0, 2, 3].tolist() == pytest.approx([(2 * 2 + 1) / 6 - 1, (2 * 3 + 1) / 5 - 1])
     assert torch.equal(fields["values"].reshape(6, 6, 5), images)
+    assert torch.equal(field_images(fields["values"], 6, 5), images.unsqueeze(1))
     assert torch.equal(fields["label"], data.images.val_labels[chosen])
     assert torch.equal(data.grid((6, 5)), fields["coords"][0])
     assert data.grid(56).shape == (56 * 56, 2)

@@ -93,6 +93,13 @@ def observation_masks(indices: torch.Tensor | list[int], height: int, width: int
     return torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, height * width, dtype=torch.bool)
 
 
+def field_images(values: torch.Tensor, height: int, width: int | None = None) -> torch.Tensor:
+    """Field values (B, H·W, c) on a row-major (H, W) grid as images (B, c, H, W): the layout the image metrics
+    (FID with the classifier features, the battery: ``evaluation.evaluate_images``) and image grids take."""
+    width = height if width is None else width
+    return values.transpose(1, 2).reshape(values.shape[0], values.shape[2], height, width)
+
+
 def pool_to(images: torch.Tensor, size: int) -> torch.Tensor:
     """(B, S, S) images at a multiple S of ``size``, block-averaged to (B, size, size): each coarse pixel is the
     mean of the fine pixels whose centres lie in it (pixel-centre grids nest exactly)."""
@@ -190,7 +197,7 @@ class MnistField(FieldDataModule):
             chosen = torch.randperm(len(indices), generator=torch.Generator().manual_seed(self.split_seed))[:wanted]
             pixels = getattr(images, f"{split}_images").index_select(0, chosen)
             labels = getattr(images, f"{split}_labels")
-            parts[f"{split}_values"] = pixels.flatten(2).transpose(1, 2).contiguous()  # (B, H·W, C), row-major
+            parts[f"{split}_values"] = pixels.flatten(2).transpose(1, 2).contiguous()  # field_images' inverse
             parts[f"{split}_masks"] = observation_masks(indices[chosen], height, width, self.observed_fraction,
                                                          self.mask_kind, self.patch_size, self.seed)
             parts[f"{split}_labels"] = None if labels is None else labels[chosen]
