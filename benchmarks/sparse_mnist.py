@@ -9,9 +9,12 @@ grid and block-averaged back to 28×28 ("112 → 28"), which asks whether the fi
 field on the original pixels.
 
 The neural field is one model, trained once through ``sd-train``'s pipeline at ``--train-fraction`` observed pixels
-for ``--steps`` steps (or loaded from ``--ckpt``), and then asked to reconstruct at every fraction. Writes
-``<out>/table.md``, ``<out>/results.json`` and ``<out>/sparse_mnist.png`` (truth, observed pixels, each method, the
-neural field decoded at 28, 56 and 112).
+for ``--steps`` steps (or loaded from ``--ckpt``), and then asked to reconstruct at every fraction. With
+``--generate N`` it also samples N unconditional latents (the model's sampler, seed 0), decodes them at 28, 56 and
+112, and scores the 28×28 digits by FID and KID with the project's classifier features against the image runs'
+held-out digits, next to the real floor (N training digits against the held-out ones). Writes ``<out>/table.md``,
+``<out>/results.json``, ``<out>/sparse_mnist.png`` (truth, observed pixels, each method, the neural field decoded
+at 28, 56 and 112) and with ``--generate`` ``<out>/generated.png``.
 
     python benchmarks/sparse_mnist.py --steps 1000 --out benchmarks/results/sparse_mnist
     python benchmarks/sparse_mnist.py --ckpt outputs/.../checkpoints/last.ckpt --out benchmarks/results/sparse_mnist
@@ -35,8 +38,10 @@ from omegaconf import open_dict
 
 from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.evaluation.compare import t_interval
+from spectral_diffusion.evaluation.evaluate import build_extractor, choose_features
+from spectral_diffusion.metrics.quality import FeaturePair, distance_metrics, floor_features
 from spectral_diffusion.neural_field.baselines import INTERPOLATION_METHODS, interpolate_batch
-from spectral_diffusion.neural_field.field2d import MnistField, pool_to, psnr, ssim
+from spectral_diffusion.neural_field.field2d import MnistField, field_images, pool_to, psnr, ssim
 from spectral_diffusion.pipeline import instantiate_checked
 
 FRACTIONS = (0.1, 0.2, 0.5)
@@ -138,6 +143,36 @@ def evaluate(methods: dict[str, Reconstructor], fine: set[str], fraction: float,
     return rows, images
 
 
+def generation(module, data: MnistField, count: int, out: Path) -> dict[str, float]:
+    """Unconditional samples decoded at every figure resolution; FID/KID of the 28×28 ones with the classifier
+    features against the held-out digits, and the real floor at the same count. Saves ``generated.png``."""
+    start = time.perf_counter()
+    latents = module.sample_latents(count, seed=0)
+    seconds = time.perf_counter() - start
+    samples = {resolution: field_images(module.decode(latents, data.grid(resolution)).cpu().float().clamp(-1, 1),
+                                        resolution) for resolution in FIGURE_RESOLUTIONS}
+    images = data.images
+    features = choose_features(instantiate_checked(compose_config([]).features), images)
+    extractor = build_extractor(features, images)
+    pair = FeaturePair.extract(images.val_images, samples[28], extractor)
+    metrics = {"sampling_seconds": seconds, **distance_metrics(pair)}
+    floor = floor_features(images.train_images, images.val_images, extractor, count, heldout_features=pair.real)
+    metrics.update(distance_metrics(floor, prefix="floor"))
+    columns = 8
+    fig = Figure(figsize=(1.2 * columns, 1.25 * len(FIGURE_RESOLUTIONS)))
+    axes = fig.subplots(len(FIGURE_RESOLUTIONS), columns, squeeze=False)
+    for r, resolution in enumerate(FIGURE_RESOLUTIONS):
+        for c in range(columns):
+            axes[r, c].imshow(samples[resolution][c, 0].numpy(), cmap="gray", vmin=-1, vmax=1,
+                              interpolation="nearest")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(f"{resolution}×{resolution}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "generated.png", dpi=120)
+    return metrics
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| observed | method | grid | PSNR dB (95 % CI) | SSIM (95 % CI) |", "|---|---|---|---|---|"]
     for row in rows:
@@ -189,6 +224,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--train-fraction", type=float, default=0.2, help="observed fraction the model trains on")
     parser.add_argument("--baselines-only", action="store_true", help="skip the neural field")
     parser.add_argument("--examples", type=int, default=3, help="digits per fraction in the figure")
+    parser.add_argument("--generate", type=int, default=0, help="unconditional samples scored by FID (0: none)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sparse_mnist"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for training, e.g. model.decoder_hidden=64")
     args = parser.parse_args(argv)
@@ -216,9 +252,13 @@ def main(argv: list[str] | None = None) -> Path:
         panels.append((fraction, as_images(fields["values"], 28), fields["mask"], images))
         print(markdown_table(fraction_rows), end="", flush=True)
 
+    generated = {}
+    if module is not None and args.generate:
+        generated = generation(module, data, args.generate, args.out)
+        print("generation:", json.dumps(generated, indent=1))
     table = markdown_table(rows)
     (args.out / "table.md").write_text(table)
-    (args.out / "results.json").write_text(json.dumps({"rows": rows, "training": training,
+    (args.out / "results.json").write_text(json.dumps({"rows": rows, "training": training, "generation": generated,
                                                        "num_images": args.num_images}, indent=2))
     figure(panels, args.out / "sparse_mnist.png", args.examples)
     print(table)
