@@ -39,6 +39,7 @@ from spectral_diffusion.evaluation import (
     timed_generate,
 )
 from spectral_diffusion.module import DiffusionModule
+from spectral_diffusion.neural_field import pipeline as neural_field
 from spectral_diffusion.utils.images import save_grid, save_samples_npz
 from spectral_diffusion.utils.progress import progress_bar
 from spectral_diffusion.utils.summary import append_row, git_commit
@@ -70,6 +71,8 @@ class Components:
 def build(cfg: DictConfig | dict) -> Components:
     """Instantiate data, process, prediction, backbone, loss, optimizer and sampler, validating them all."""
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    if neural_field.uses_neural_field(cfg):
+        return Components(*neural_field.build(cfg))
     datamodule = instantiate_checked(cfg.data)
     datamodule.setup()
     # Both read what they need from the datamodule, whose S_data is estimated once and cached: the basis's
@@ -132,6 +135,8 @@ def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> DiffusionMo
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run ``sd-train``: returns the metrics dict (``optimized_metric`` under key ``"objective"``)."""
+    if neural_field.uses_neural_field(cfg):
+        return neural_field.train(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -202,6 +207,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         check_samples_path(samples_path)
     elif not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} does not exist")
+    else:
+        stored = load_checkpoint(Path(ckpt_path)).get("spectral_diffusion_config")
+        if stored is not None and neural_field.uses_neural_field(stored):
+            return neural_field.evaluate_checkpoint(cfg, stored)
+    if neural_field.is_field_data(cfg.data):
+        raise ConfigError("data is a field dataset: sd-eval samples=... evaluates images; evaluate a neural-field "
+                          "run with sd-eval ckpt_path=<its last.ckpt>")
     evaluation = EvaluationConfig.from_config(cfg.evaluation)
     device = check_choice("device", cfg.device, ["auto", "cpu", "cuda"])
     if device == "auto":

@@ -30,6 +30,14 @@ def sample(cfg: DictConfig) -> Path:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     module = load_module(cfg.ckpt_path).to(device)
+    from spectral_diffusion.neural_field import pipeline as neural_field
+    from spectral_diffusion.neural_field.module import NeuralFieldModule
+
+    if isinstance(module, NeuralFieldModule):
+        return neural_field.sample(cfg, module)
+    if cfg.get("resolution") is not None:
+        raise ConfigError(f"resolution={cfg.resolution!r} is the query grid of a neural-field checkpoint; this "
+                          "checkpoint generates images of a fixed size, so leave it null")
     sampler = instantiate_sampler(cfg.sampler) if cfg.get("sampler") else module.sampler
     validate_sampler(sampler, module.process)
     angles = rotation_angles(cfg.rotation.angles, cfg.rotation.frames) if cfg.get("rotation") else None

@@ -10,8 +10,13 @@ from spectral_diffusion.neural_field.data import (
     random_masks,
     regular_grid,
 )
+from spectral_diffusion.neural_field.model import NeuralFieldLatentModel, SirenDecoder
+from spectral_diffusion.neural_field.module import NeuralFieldModule
 
 __all__ = [
+    "NeuralFieldLatentModel",
+    "NeuralFieldModule",
+    "SirenDecoder",
     "FieldDataModule",
     "FieldSplits",
     "Signals1D",
