@@ -29,6 +29,8 @@ from spectral_diffusion.neural_field.field2d import (
 from spectral_diffusion.pipeline import instantiate_checked
 from spectral_diffusion.utils.validation import ConfigError
 
+from .conftest import compose_train
+
 
 def plane(points: np.ndarray) -> np.ndarray:
     return 0.7 * points[:, 0] - 1.3 * points[:, 1] + 0.25
@@ -336,3 +338,40 @@ def test_the_mnist_field_config_serves_28x28_mnist_digits():
         cfg = compose(config_name="train", overrides=["data=mnist_field", "data.observed_fraction=0"])
     with pytest.raises(ConfigError, match="data.observed_fraction=0 "):
         instantiate_checked(cfg.data)
+
+
+# ----------------------------------------------------------------------------------------------
+# experiment=nf_mnist: the neural field on 2-D MNIST fields through the pipeline
+# ----------------------------------------------------------------------------------------------
+
+
+def test_nf_mnist_experiment_builds_a_2d_neural_field_that_decodes_at_any_resolution(tmp_path, cache_dir):
+    from spectral_diffusion.pipeline import build
+
+    cfg = compose_train(["experiment=nf_mnist", "data.num_train=32", "data.num_val=8", "data.batch_size=8"],
+                        tmp_path, cache_dir)
+    assert [list(r) for r in cfg.evaluation.resolutions] == [[28, 28], [56, 56], [112, 112]]
+    components = build(cfg)
+    data, module = components.datamodule, components.module
+    assert isinstance(data, MnistField) and module.field_shape["coord_dim"] == 2
+    fields = data.val_fields
+    z = module.encode(fields)
+    at_28 = module.decode(z, data.grid(28))
+    assert at_28.shape == (8, 784, 1)
+    # the training batch's coordinates are the 28 grid: decoding there equals decoding the batch's own coords
+    assert torch.allclose(module.decode(z, fields["coords"]), at_28)
+    assert module.decode(z, data.grid(112)).shape == (8, 112 * 112, 1)
+
+
+@pytest.mark.slow
+def test_sd_train_on_mnist_fields_runs_end_to_end(tmp_path, cache_dir):
+    from spectral_diffusion.pipeline import train
+
+    cfg = compose_train(["experiment=nf_mnist", "data.num_train=64", "data.num_val=16", "data.batch_size=16",
+                         "trainer.max_steps=4", "trainer.val_check_interval=2", "scheduler.warmup_steps=1",
+                         "evaluation.conditional_fields=4", "evaluation.conditional_samples=3",
+                         "evaluation.resolutions=[[28,28],[56,56]]"], tmp_path, cache_dir)
+    metrics = train(cfg)
+    assert metrics["global_step"] == 4 and math.isfinite(metrics["recon_mse"])
+    assert metrics["data"]["name"] == "MnistField" and metrics["data"]["grid_shape"] == [28, 28]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
