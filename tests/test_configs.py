@@ -36,6 +36,10 @@ def test_noise_options(option, schedule, tmp_path, cache_dir):
 
 
 GROUPS = ["model", "loss", "optimizer", "scheduler", "sampler", "trainer", "logger", "callbacks", "features"]
+# Options of the neural-field family, composed with a field dataset rather than the image debug config
+# (tests/test_neural_field.py builds tiny neural-field runs).
+FIELD_OPTIONS = {("model", "nf_latent"), ("trainer", "neural_field"), ("callbacks", "neural_field")}
+FIELD_RUN = ["model=nf_latent", "data=signals1d"]
 PLAIN = (bool, int, float, str)
 
 
@@ -71,7 +75,10 @@ def assert_built_from(node: DictConfig, obj: object, where: str) -> int:
 def test_every_option_instantiates(group, option, tmp_path, cache_dir):
     if (group, option) == ("trainer", "gpu") and not torch.cuda.is_available():
         pytest.skip("trainer=gpu needs a CUDA device")
-    cfg = compose_train(["debug=default", f"{group}={option}"], tmp_path, cache_dir)
+    field = (group, option) in FIELD_OPTIONS
+    overrides = FIELD_RUN + ([] if group == "model" else [f"{group}={option}"]) if field else ["debug=default",
+                                                                                                f"{group}={option}"]
+    cfg = compose_train(overrides, tmp_path, cache_dir)
     node = cfg[group]
     if (group, option) == ("features", "inception"):
         # no weights file on a fresh machine: rejected when the config is built, naming the key
@@ -82,7 +89,8 @@ def test_every_option_instantiates(group, option, tmp_path, cache_dir):
         for name, callback in node.items():
             assert_built_from(callback, instantiate(callback), f"callbacks.{name}")
         return
-    obj = instantiate(node)
+    field_model = group == "model" and field
+    obj = instantiate(node, coord_dim=1, value_dim=1) if field_model else instantiate(node)
     seen = assert_built_from(node, obj, group)
     if group in ("model", "optimizer", "scheduler", "sampler", "trainer"):
         assert seen >= 1, f"no key of {group}={option} is visible on the object"
@@ -94,6 +102,13 @@ def test_every_option_instantiates(group, option, tmp_path, cache_dir):
         scheduler = obj(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
         assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
         assert scheduler.get_last_lr()[0] == pytest.approx(1.0 / node.warmup_steps)
+    elif field_model:
+        z = torch.zeros(2, node.latent_dim)
+        assert obj.decode(z, torch.zeros(5, 1)).shape == (2, 5, 1)
+        for key, changed in (("decoder_hidden", 2 * node.decoder_hidden), ("encoder_hidden", node.encoder_hidden + 8)):
+            other = node.copy()
+            other[key] = changed
+            assert parameter_count(instantiate(other, coord_dim=1, value_dim=1)) != parameter_count(obj), f"model.{key}"
     elif group == "model":
         shape = (2, cfg.data.source.channels, cfg.data.source.image_size, cfg.data.source.image_size)
         assert obj(torch.zeros(shape), torch.full((2,), 500.0)).shape == shape
@@ -114,6 +129,8 @@ def test_experiments_and_debug_build(option, tmp_path, cache_dir):
 
 def test_debug_shrinks_every_model(tmp_path, cache_dir):
     for option in options("model"):
+        if ("model", option) in FIELD_OPTIONS:
+            continue  # no image debug shrink applies; tests/test_neural_field.py builds tiny neural-field models
         cfg = compose_train(["debug=default", f"model={option}"], tmp_path, cache_dir)
         module = build(cfg).module
         assert module.num_parameters() < 100_000, option

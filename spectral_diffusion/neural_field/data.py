@@ -27,18 +27,19 @@ def check_observed_fraction(value: Any, key: str = "data.observed_fraction") -> 
     return float(value)
 
 
-def regular_grid(resolution: int | tuple[int, ...] | list[int], coord_dim: int) -> Tensor:
+def regular_grid(resolution: int | tuple[int, ...] | list[int], coord_dim: int, key: str = "resolution") -> Tensor:
     """Coordinates (prod(resolution), coord_dim) float32 of a regular grid on [−1, 1]^d, both ends included.
 
     Axis k of the grid is coordinate k, and the points are in row-major order of an array shaped
     ``resolution``: ``values.reshape(-1)`` of such an array lines up with the rows (for images (H, W):
-    coordinate 0 is the row, coordinate 1 the column). A single int means that many points per axis.
+    coordinate 0 is the row, coordinate 1 the column). A single int means that many points per axis; a bad
+    resolution is a ConfigError naming ``key``.
     """
     sizes = [resolution] * coord_dim if isinstance(resolution, int) and not isinstance(resolution, bool) else list(resolution)
     if len(sizes) != coord_dim:
-        raise ConfigError(f"resolution={list(sizes)} has {len(sizes)} axes; this field has {coord_dim}")
+        raise ConfigError(f"{key}={list(sizes)} has {len(sizes)} axes; this field has {coord_dim}")
     for k, size in enumerate(sizes):
-        check_int(f"resolution[{k}]" if coord_dim > 1 else "resolution", size, 2)
+        check_int(f"{key}[{k}]" if coord_dim > 1 else key, size, 2)
     axes = [torch.linspace(-1.0, 1.0, int(size)) for size in sizes]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, coord_dim)
 

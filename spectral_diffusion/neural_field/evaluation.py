@@ -51,6 +51,13 @@ class FieldEvaluationConfig:
             raise ConfigError("evaluation.resolutions=[] is invalid; give at least one query resolution")
         self.plot_fields = check_int("evaluation.plot_fields", plot_fields, 1)
 
+    def check_resolutions(self, coord_dim: int) -> None:
+        """Every figure resolution is a valid grid for fields with ``coord_dim`` coordinates (before training)."""
+        from spectral_diffusion.neural_field.data import regular_grid
+
+        for i, resolution in enumerate(self.resolutions):
+            regular_grid(resolution, coord_dim, key=f"evaluation.resolutions[{i}]")
+
 
 def fourier_magnitudes(values: Tensor, grid_shape: tuple[int, ...], count: int) -> Tensor:
     """A fixed feature map of fields (B, P, c) on a grid: |rfftn| (orthonormal) of each channel over the grid,

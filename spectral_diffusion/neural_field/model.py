@@ -205,18 +205,20 @@ class NeuralFieldLatentModel(nn.Module):
     ``coord_dim``/``value_dim`` come from the data. ``condition_dropout`` is the probability that training
     replaces a condition (the encoding of other observations of the same field) with the learned null
     condition: 0 trains a purely conditional model, 1 a purely unconditional one; classifier-free guidance
-    needs 0 < p < 1. ``training`` ``dual`` adds ``diffusion_weight`` × the diffusion loss to the reconstruction
+    needs 0 < p < 1. ``training_mode`` ``dual`` adds ``diffusion_weight`` × the diffusion loss to the reconstruction
     loss (the seed's dual loss) once ``autoencoder_steps`` steps of reconstruction alone are done;
     ``two_stage`` trains the autoencoder alone for ``autoencoder_steps`` steps, then only the denoiser on the
-    frozen encoder's latents.
+    frozen encoder's latents. ``recon_points``: grid points per field in a training step's reconstruction loss,
+    a fresh uniform draw each step (an unbiased estimate of the all-point MSE at a fraction of the decoder's
+    cost); None uses every point.
     """
 
     def __init__(self, coord_dim: int, value_dim: int, latent_dim: int = 64, encoder: str = "mlp",
                  encoder_hidden: int = 128, encoder_layers: int = 3, encoder_heads: int = 4,
                  num_frequencies: int = 6, decoder_hidden: int = 128, decoder_layers: int = 4,
                  omega_0: float = 30.0, denoiser_hidden: int = 256, denoiser_layers: int = 3,
-                 condition_dropout: float = 0.2, training: str = "dual", autoencoder_steps: int = 0,
-                 diffusion_weight: float = 1.0) -> None:
+                 condition_dropout: float = 0.2, training_mode: str = "dual", autoencoder_steps: int = 0,
+                 diffusion_weight: float = 1.0, recon_points: int | None = None) -> None:
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
         self.omega_0 = check_omega(omega_0)
@@ -235,14 +237,15 @@ class NeuralFieldLatentModel(nn.Module):
                                        check_int("model.denoiser_layers", denoiser_layers, 0))
         self.null_condition = nn.Parameter(torch.zeros(latent_dim))
         self.condition_dropout = float(check_range("model.condition_dropout", condition_dropout, 0.0, 1.0))
-        self.training_mode = check_choice("model.training", training, TRAINING_MODES)
+        self.training_mode = check_choice("model.training_mode", training_mode, TRAINING_MODES)
         self.autoencoder_steps = check_int("model.autoencoder_steps", autoencoder_steps, 0)
         if self.training_mode == "two_stage" and self.autoencoder_steps == 0:
-            raise ConfigError("model.autoencoder_steps=0 is invalid with model.training=two_stage: the first stage "
+            raise ConfigError("model.autoencoder_steps=0 is invalid with model.training_mode=two_stage: the first stage "
                               "needs steps (e.g. model.autoencoder_steps=1500)")
         if isinstance(diffusion_weight, bool) or not isinstance(diffusion_weight, (int, float)) or diffusion_weight <= 0:
             raise ConfigError(f"model.diffusion_weight={diffusion_weight!r} is invalid; it must be a number > 0")
         self.diffusion_weight = float(diffusion_weight)
+        self.recon_points = None if recon_points is None else check_int("model.recon_points", recon_points, 1)
 
     def encode(self, coords: Tensor, values: Tensor, mask: Tensor) -> Tensor:
         """z (B, latent_dim) from the observed points (``mask``) of a field batch."""

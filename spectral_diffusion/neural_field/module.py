@@ -37,8 +37,9 @@ def check_latent_process(process, prediction: Prediction) -> None:
 class NeuralFieldModule(LightningModule):
     """Owns a ``NeuralFieldLatentModel``, its EMA copy, the latent ``process``, ``prediction`` and ``sampler``.
 
-    Training step (see the model's ``training`` modes): z = E(observed points); reconstruction loss = MSE of
-    D(z) against the field at *all* grid points (sparse-to-dense, the seed's task); diffusion loss = MSE of
+    Training step (see the model's ``training_mode``): z = E(observed points); reconstruction loss = MSE of
+    D(z) against the field at all grid points, observed or not (sparse-to-dense, the seed's task), or at
+    ``model.recon_points`` of them drawn afresh each step; diffusion loss = MSE of
     the network output against the prediction target on (z_t, t) with condition c = E(another random set of
     observations of the same field, as many as the mask holds), replaced by ∅ with probability
     ``condition_dropout``. z and c are two independent views of one field, so p(z | c) carries the
@@ -85,6 +86,17 @@ class NeuralFieldModule(LightningModule):
         output = network.denoise_output(z_t, self.process.network_time(t), condition)
         return (output - self.prediction.target(z0, eps, t, self.process)).square().mean()
 
+    def reconstruction_points(self, network: NeuralFieldLatentModel, coords: Tensor, values: Tensor,
+                              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The (coords, values) the reconstruction loss compares: all grid points, or ``recon_points`` drawn
+        uniformly per field (observed or not) when the model asks for fewer."""
+        count = network.recon_points
+        if count is None or count >= coords.shape[1]:
+            return coords, values
+        order = torch.rand(coords.shape[:2], generator=generator).to(coords.device).argsort(dim=1)[:, :count]
+        pick = lambda tensor: torch.gather(tensor, 1, order[..., None].expand(-1, -1, tensor.shape[-1]))  # noqa: E731
+        return pick(coords), pick(values)
+
     def stage(self, step: int) -> tuple[bool, bool]:
         """(train the autoencoder, train the diffusion) at global step ``step``."""
         before = step < self.model.autoencoder_steps
@@ -102,7 +114,8 @@ class NeuralFieldModule(LightningModule):
         with torch.set_grad_enabled(torch.is_grad_enabled() and autoencoder):
             z = network.encode(coords, values, mask)
             if autoencoder:
-                terms["recon"] = (network.decode(z, coords) - values).square().mean()
+                query, target = self.reconstruction_points(network, coords, values, generator)
+                terms["recon"] = (network.decode(z, query) - target).square().mean()
         if diffusion:
             with torch.set_grad_enabled(torch.is_grad_enabled() and autoencoder):
                 condition = network.encode(coords, values, self.other_view(mask, generator))

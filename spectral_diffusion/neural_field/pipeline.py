@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,7 +31,7 @@ from spectral_diffusion.neural_field.evaluation import (
 )
 from spectral_diffusion.neural_field.model import NeuralFieldLatentModel
 from spectral_diffusion.neural_field.module import NeuralFieldModule
-from spectral_diffusion.utils.validation import ConfigError
+from spectral_diffusion.utils.validation import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ def build(cfg: DictConfig | dict):
                      "grid_shape": list(datamodule.grid_shape)},
         ema_decay=cfg.ema.decay, config=OmegaConf.to_container(cfg, resolve=True))
     scale = guidance_scale_of(sampler)
-    module.check_guidance(scale, conditional=scale != 0.0)
+    if scale != 1.0:  # the default scale also serves purely (un)conditional models; others need both
+        module.check_guidance(scale, conditional=True)
     return datamodule, module
 
 
@@ -128,6 +130,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(evaluation, FieldEvaluationConfig):
         raise ConfigError("evaluation=... is the image evaluation; neural-field runs need evaluation=neural_field "
                           "(model=nf_latent selects it)")
+    evaluation.check_resolutions(datamodule.coord_dim)
     explicit = any(o.lstrip("+~").split("=")[0] == "optimized_metric" for o in _overrides(cfg))
     objective_name, objective_note = objective(cfg, explicit)
 
@@ -138,6 +141,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - started
+    train_loss = float(trainer.callback_metrics.get("train/loss", math.nan))  # validate() resets them
     validation = trainer.validate(module, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return {}
@@ -147,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_seconds": train_seconds,
         "train_steps_per_second": steps_done / train_seconds if train_seconds else math.nan,
         "num_parameters": module.num_parameters(),
-        "train_loss": float(trainer.callback_metrics.get("train/loss", math.nan)),
+        "train_loss": train_loss,
         "val_loss": float(validation[0]["val/loss"]) if validation else math.nan,
         "val_recon_mse": float(validation[0]["val/recon_mse"]) if validation else math.nan,
     }
@@ -175,12 +179,19 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint_config: dict) -> dict[str, A
 
     if cfg.get("samples") is not None:
         raise ConfigError("samples=... holds images; a neural-field checkpoint is evaluated with ckpt_path= only")
-    module = load_module(cfg.ckpt_path)
+    if not cfg.get("use_ema", True):
+        raise ConfigError("use_ema=false: a neural-field checkpoint is evaluated with its EMA weights, as sd-train "
+                          "evaluates it; leave use_ema=true")
+    device = check_choice("device", cfg.get("device", "auto"), ["auto", "cpu", "cuda"])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    module = load_module(cfg.ckpt_path).to(device)
     datamodule = build_datamodule(checkpoint_config)
     evaluation = FieldEvaluationConfig(**{k: v for k, v in checkpoint_config["evaluation"].items() if k != "_target_"})
     sampler = instantiate_sampler(cfg.sampler) if cfg.get("sampler") else module.sampler
     validate_sampler(sampler, module.process)
-    module.check_guidance(guidance_scale_of(sampler), conditional=guidance_scale_of(sampler) != 0.0)
+    if guidance_scale_of(sampler) != 1.0:
+        module.check_guidance(guidance_scale_of(sampler), conditional=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_fields(module, datamodule, evaluation, sampler=sampler, output_dir=output_dir)
