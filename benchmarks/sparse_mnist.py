@@ -1,22 +1,23 @@
 """Sparse MNIST reconstruction (issue 14, item 6): held-out digits rebuilt from 10 / 20 / 50 % observed pixels by the
 neural field (``model=nf_latent data=mnist_field``) and by scipy's griddata interpolation (nearest, linear, cubic).
 
-Every method sees the same held-out digits and the same observation masks (``data=mnist_field``: the first
-``--num-images`` digits of the image runs' held-out split, pixel masks from ``data.seed``) and is scored on the 28×28
-grid: PSNR (data range 2, reconstructions clipped to [−1, 1]) and SSIM (scikit-image, 7×7 window) per digit, reported
-as the mean and a 95 % Student t interval over digits. The neural field is also decoded on the 112×112 pixel-centre
-grid and block-averaged back to 28×28 ("112 → 28"), which asks whether the finer decoding is consistent with the
-field on the original pixels.
+Every method sees the same held-out digits and the same observation masks (``data=mnist_field``: ``--num-images``
+digits drawn from the image runs' held-out split; random pixels, or with ``--mask patches`` random square patches,
+drawn from ``data.seed``) and is scored on the 28×28 grid: PSNR (data range 2, reconstructions clipped to [−1, 1])
+and SSIM (scikit-image, 7×7 window) per digit, reported as the mean and a 95 % Student t interval over digits. The
+neural field is also decoded on the 112×112 pixel-centre grid and block-averaged back to 28×28 ("112 → 28"), which
+asks whether the finer decoding is consistent with the field on the original pixels.
 
-The neural field is one model, trained once through ``sd-train``'s pipeline at ``--train-fraction`` observed pixels
-for ``--steps`` steps (or loaded from ``--ckpt``), and then asked to reconstruct at every fraction. With
-``--generate N`` it also samples N unconditional latents (the model's sampler, seed 0), decodes them at 28, 56 and
-112, and scores the 28×28 digits by FID and KID with the project's classifier features against the image runs'
-held-out digits, next to the real floor (N training digits against the held-out ones). Writes ``<out>/table.md``,
-``<out>/results.json``, ``<out>/sparse_mnist.png`` (truth, observed pixels, each method, the neural field decoded
-at 28, 56 and 112) and with ``--generate`` ``<out>/generated.png``.
+The neural field is one model, trained once through ``sd-train``'s pipeline (``experiment=nf_mnist``) at
+``--train-fraction`` observed pixels for ``--steps`` steps (default: the config's ``trainer.max_steps``), or loaded
+from ``--ckpt``, and then asked to reconstruct at every fraction. With ``--generate N`` it also samples N
+unconditional latents (the model's sampler, seed 0), decodes them at 28, 56 and 112, and scores the 28×28 digits by
+FID and KID with the project's classifier features against the image runs' held-out digits, next to the real floor
+(N training digits against the held-out ones). Writes ``<out>/table.md``, ``<out>/results.json``,
+``<out>/sparse_mnist.png`` (truth, observed pixels, each method, the neural field decoded at 28, 56 and 112) and
+with ``--generate`` ``<out>/generated.png``.
 
-    python benchmarks/sparse_mnist.py --steps 1500 --generate 500 --out docs/sparse_mnist
+    python benchmarks/sparse_mnist.py --generate 500 --out docs/sparse_mnist
     python benchmarks/sparse_mnist.py --ckpt outputs/.../checkpoints/last.ckpt --out docs/sparse_mnist
     python benchmarks/sparse_mnist.py --baselines-only
 """
@@ -59,9 +60,11 @@ def compose_config(overrides: list[str]):
         return compose(config_name="train", overrides=["data=mnist_field", *overrides])
 
 
-def held_out(fraction: float, num_images: int) -> MnistField:
-    """The data config's held-out digits with masks at ``fraction`` (same digits and mask seed at every fraction)."""
-    cfg = compose_config([f"data.observed_fraction={fraction}", f"data.num_val={num_images}"])
+def held_out(fraction: float, num_images: int, mask: str = "pixels", patch_size: int = 4) -> MnistField:
+    """The data config's held-out digits with ``mask`` observations at ``fraction`` (same digits and mask seed at
+    every fraction)."""
+    cfg = compose_config([f"data.observed_fraction={fraction}", f"data.num_val={num_images}", f"data.mask={mask}",
+                          f"data.patch_size={patch_size}"])
     return instantiate_checked(cfg.data)
 
 
@@ -95,13 +98,13 @@ def score(reconstructed: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     return row
 
 
-def train_neural_field(steps: int, fraction: float, out: Path, overrides: list[str]):
+def train_neural_field(steps: int | None, fraction: float, out: Path, overrides: list[str]):
     """Train ``experiment=nf_mnist`` (``model=nf_latent data=mnist_field``) through ``sd-train``'s pipeline, which
     also writes its own metrics.json and report.md into the run folder; returns (module, seconds, run folder)."""
     from spectral_diffusion.pipeline import train
 
-    cfg = compose_config(["experiment=nf_mnist", f"data.observed_fraction={fraction}", f"trainer.max_steps={steps}",
-                          *overrides])
+    steps_override = [] if steps is None else [f"trainer.max_steps={steps}"]
+    cfg = compose_config(["experiment=nf_mnist", f"data.observed_fraction={fraction}", *steps_override, *overrides])
     run_dir = out / "nf_run"
     with open_dict(cfg):
         cfg.paths.root_dir = str(out)
@@ -222,8 +225,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     parser.add_argument("--num-images", type=int, default=200, help="held-out digits scored (first of the split)")
     parser.add_argument("--ckpt", type=Path, help="a trained model=nf_latent data=mnist_field checkpoint")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps when no --ckpt is given")
+    parser.add_argument("--steps", type=int, help="training steps when no --ckpt is given (default: trainer.max_steps "
+                        "of experiment=nf_mnist)")
     parser.add_argument("--train-fraction", type=float, default=0.2, help="observed fraction the model trains on")
+    parser.add_argument("--mask", default="pixels", help="observations scored: pixels | patches (data.mask)")
+    parser.add_argument("--patch-size", type=int, default=4, help="side of the square patches (data.patch_size)")
     parser.add_argument("--baselines-only", action="store_true", help="skip the neural field")
     parser.add_argument("--examples", type=int, default=3, help="digits per fraction in the figure")
     parser.add_argument("--generate", type=int, default=0, help="unconditional samples scored by FID (0: none)")
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     rows, panels = [], []
     for fraction in args.fractions:
-        data = held_out(fraction, args.num_images)
+        data = held_out(fraction, args.num_images, args.mask, args.patch_size)
         methods = {method: baseline(method, data) for method in INTERPOLATION_METHODS}
         if module is not None:
             methods["neural field"] = neural_field(module, data)
@@ -264,7 +270,8 @@ def main(argv: list[str] | None = None) -> Path:
     table = markdown_table(rows)
     (args.out / "table.md").write_text(table)
     (args.out / "results.json").write_text(json.dumps({"rows": rows, "training": training, "generation": generated,
-                                                       "num_images": args.num_images}, indent=2))
+                                                       "num_images": args.num_images, "mask": args.mask,
+                                                       "patch_size": args.patch_size}, indent=2))
     figure(panels, args.out / "sparse_mnist.png", args.examples)
     print(table)
     print(f"wrote {args.out}/table.md, results.json, sparse_mnist.png")

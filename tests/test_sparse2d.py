@@ -111,8 +111,8 @@ def test_cubic_on_1d_and_unknown_methods_are_config_errors():
 
 def test_interpolate_batch_uses_only_the_observed_points_of_each_field():
     grid = image_grid(8)
-    truth = torch.stack([torch.from_numpy(plane(grid.double().numpy())), -torch.from_numpy(plane(grid.double().numpy()))])
-    values = truth.float().unsqueeze(-1)
+    field = torch.from_numpy(plane(grid.double().numpy()))
+    values = torch.stack([field, -field]).float().unsqueeze(-1)
     masks = observation_masks([0, 1], 8, 8, 0.5, "pixels", 1, seed=0)
     corrupted = torch.where(masks.unsqueeze(-1), values, torch.full_like(values, 100.0))  # hidden values are junk
     batch = {"coords": grid.expand(2, -1, -1), "values": corrupted, "mask": masks}
