@@ -75,7 +75,8 @@ def test_grid_at_any_resolution():
     grid = regular_grid(5, 1)
     assert torch.allclose(grid[:, 0], torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))
     grid2 = regular_grid((2, 3), 2)
-    assert grid2.shape == (6, 2) and torch.equal(grid2[1], torch.tensor([-1.0, 0.0]))  # row-major: last axis fastest
+    # row-major: the last axis runs fastest
+    assert grid2.shape == (6, 2) and torch.equal(grid2[1], torch.tensor([-1.0, 0.0]))
     assert Signals1D(num_signals=10, num_val=2, batch_size=4).grid(1024).shape == (1024, 1)
 
 
@@ -283,7 +284,8 @@ def test_band_coverage_and_fourier_features():
 # --- entry points ------------------------------------------------------------------------------------
 SMALL = ["model=nf_latent", "data=signals1d", "data.num_signals=120", "data.num_val=40", "data.num_points=64",
          "data.batch_size=16", "model.latent_dim=8", "model.encoder_hidden=16", "model.decoder_hidden=16",
-         "model.denoiser_hidden=32", "model.denoiser_layers=1", "trainer.max_steps=12", "trainer.val_check_interval=6",
+         "model.denoiser_hidden=32", "model.denoiser_layers=1", "model.autoencoder_steps=4",
+         "trainer.max_steps=12", "trainer.val_check_interval=6",
          "trainer.log_every_n_steps=2", "scheduler.warmup_steps=2", "sampler.steps=4",
          "callbacks.model_checkpoint.every_n_train_steps=6", "evaluation.conditional_fields=4",
          "evaluation.conditional_samples=4", "evaluation.resolutions=[16,64]", "evaluation.plot_fields=2"]

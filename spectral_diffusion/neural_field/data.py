@@ -35,7 +35,8 @@ def regular_grid(resolution: int | tuple[int, ...] | list[int], coord_dim: int, 
     coordinate 0 is the row, coordinate 1 the column). A single int means that many points per axis; a bad
     resolution is a ConfigError naming ``key``.
     """
-    sizes = [resolution] * coord_dim if isinstance(resolution, int) and not isinstance(resolution, bool) else list(resolution)
+    single = isinstance(resolution, int) and not isinstance(resolution, bool)
+    sizes = [resolution] * coord_dim if single else list(resolution)
     if len(sizes) != coord_dim:
         raise ConfigError(f"{key}={list(sizes)} has {len(sizes)} axes; this field has {coord_dim}")
     for k, size in enumerate(sizes):

@@ -113,8 +113,9 @@ def evaluate_fields(module, datamodule, evaluation: FieldEvaluationConfig, sampl
         metrics["coverage_band"] = evaluation.band
         metrics["conditional_fields"] = count
     else:
-        metrics["warnings"].append("conditional metrics skipped: model.condition_dropout=1 trains no conditional model"
-                                   if dropout == 1.0 else "conditional metrics skipped: evaluation.conditional_fields=0")
+        metrics["warnings"].append(
+            "conditional metrics skipped: model.condition_dropout=1 trains no conditional model" if dropout == 1.0
+            else "conditional metrics skipped: evaluation.conditional_fields=0")
 
     unconditional = None
     half = len(truth) // 2
@@ -132,8 +133,9 @@ def evaluate_fields(module, datamodule, evaluation: FieldEvaluationConfig, sampl
         metrics["frechet_fourier_ratio"] = metrics["frechet_fourier"] / metrics["frechet_fourier_floor"]
         metrics["frechet_samples"] = half
     else:
-        metrics["warnings"].append("unconditional metrics skipped: model.condition_dropout=0 never trained the null "
-                                   "condition" if dropout == 0.0 else "unconditional metrics skipped: too few held-out fields")
+        metrics["warnings"].append(
+            "unconditional metrics skipped: model.condition_dropout=0 never trained the null condition"
+            if dropout == 0.0 else "unconditional metrics skipped: too few held-out fields")
 
     if output_dir is not None:
         figures = field_figures(module, datamodule, evaluation, reconstruction, conditional, sampler)

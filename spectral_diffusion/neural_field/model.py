@@ -231,7 +231,8 @@ class NeuralFieldLatentModel(nn.Module):
         else:
             self.encoder = TransformerEncoder(coord_dim, value_dim, latent_dim, hidden, layers, frequencies,
                                               check_int("model.encoder_heads", encoder_heads, 1))
-        self.decoder = SirenDecoder(coord_dim, value_dim, latent_dim, check_int("model.decoder_hidden", decoder_hidden, 1),
+        self.decoder = SirenDecoder(coord_dim, value_dim, latent_dim,
+                                    check_int("model.decoder_hidden", decoder_hidden, 1),
                                     check_int("model.decoder_layers", decoder_layers, 1), self.omega_0)
         self.denoiser = LatentDenoiser(latent_dim, check_int("model.denoiser_hidden", denoiser_hidden, 1),
                                        check_int("model.denoiser_layers", denoiser_layers, 0))
@@ -240,9 +241,10 @@ class NeuralFieldLatentModel(nn.Module):
         self.training_mode = check_choice("model.training_mode", training_mode, TRAINING_MODES)
         self.autoencoder_steps = check_int("model.autoencoder_steps", autoencoder_steps, 0)
         if self.training_mode == "two_stage" and self.autoencoder_steps == 0:
-            raise ConfigError("model.autoencoder_steps=0 is invalid with model.training_mode=two_stage: the first stage "
-                              "needs steps (e.g. model.autoencoder_steps=1500)")
-        if isinstance(diffusion_weight, bool) or not isinstance(diffusion_weight, (int, float)) or diffusion_weight <= 0:
+            raise ConfigError("model.autoencoder_steps=0 is invalid with model.training_mode=two_stage: the first "
+                              "stage needs steps (e.g. model.autoencoder_steps=1000)")
+        if isinstance(diffusion_weight, bool) or not isinstance(diffusion_weight, (int, float)) \
+                or diffusion_weight <= 0:
             raise ConfigError(f"model.diffusion_weight={diffusion_weight!r} is invalid; it must be a number > 0")
         self.diffusion_weight = float(diffusion_weight)
         self.recon_points = None if recon_points is None else check_int("model.recon_points", recon_points, 1)
