@@ -3,6 +3,7 @@ PSNR / SSIM of reconstructions against hand values and an independent reference.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 
@@ -320,6 +321,18 @@ def test_subsets_larger_than_the_split_and_oversized_patches_fail_naming_the_key
         tiny_field(num_val=11).setup()
     with pytest.raises(ConfigError, match="data.patch_size=6 exceeds the 6x5 image"):
         tiny_field(mask="patches", patch_size=6).setup()
+
+
+def test_the_mnist_field_config_has_no_dead_keys():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=["data=mnist_field"])
+    assert set(cfg.data) - {"_target_"} == set(inspect.signature(MnistField).parameters)
+    data = instantiate_checked(cfg.data)
+    assert (data.mask_kind, data.patch_size, data.train_size, data.val_size, data.split_seed) == (
+        cfg.data.mask, cfg.data.patch_size, cfg.data.num_train, cfg.data.num_val, cfg.data.split_seed)
+    assert (data.observed_fraction, data.batch_size, data.seed, data.num_workers) == (
+        cfg.data.observed_fraction, cfg.data.batch_size, cfg.data.seed, cfg.data.num_workers)
+    assert data.images.val_fraction == cfg.data.val_fraction and data.images.source.image_size == 28
 
 
 def test_the_mnist_field_config_serves_28x28_mnist_digits():
