@@ -119,8 +119,16 @@ def test_every_option_instantiates(group, option, tmp_path, cache_dir):
             assert parameter_count(instantiate(other)) != parameter_count(obj), f"model.{key}"
 
 
+# Neural-field recipes (model=nf_latent on a field dataset): the image debug config does not apply to them.
+FIELD_EXPERIMENTS = {"nf_mnist"}
+
+
 @pytest.mark.parametrize("option", options("experiment") + [None])
 def test_experiments_and_debug_build(option, tmp_path, cache_dir):
+    if option in FIELD_EXPERIMENTS:
+        module = build(compose_train([f"experiment={option}"], tmp_path, cache_dir)).module
+        assert module.field_shape["coord_dim"] >= 1 and not hasattr(module, "image_shape")
+        return
     overrides = ["debug=default"] + ([f"experiment={option}"] if option else [])
     cfg = compose_train(overrides, tmp_path, cache_dir)
     components = build(cfg)
