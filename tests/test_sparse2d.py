@@ -376,6 +376,9 @@ def test_nf_mnist_experiment_builds_a_2d_neural_field_that_decodes_at_any_resolu
     # the training batch's coordinates are the 28 grid: decoding there equals decoding the batch's own coords
     assert torch.allclose(module.decode(z, fields["coords"]), at_28)
     assert module.decode(z, data.grid(112)).shape == (8, 112 * 112, 1)
+    # the module's own grid (reconstruction, generation, sd-sample, the run's metrics) is the data's pixel centres
+    for resolution in (None, 56):
+        assert torch.equal(module.grid(resolution), data.grid(resolution))
 
 
 @pytest.mark.slow

@@ -27,8 +27,10 @@ def check_observed_fraction(value: Any, key: str = "data.observed_fraction") -> 
     return float(value)
 
 
-def regular_grid(resolution: int | tuple[int, ...] | list[int], coord_dim: int, key: str = "resolution") -> Tensor:
-    """Coordinates (prod(resolution), coord_dim) float32 of a regular grid on [−1, 1]^d, both ends included.
+def regular_grid(resolution: int | tuple[int, ...] | list[int], coord_dim: int, key: str = "resolution", *,
+                 centred: bool = False) -> Tensor:
+    """Coordinates (prod(resolution), coord_dim) float32 of a regular grid on [−1, 1]^d, both ends included, or
+    with ``centred`` the cell centres (2k + 1)/n − 1 of n equal cells (pixel centres: a 56 grid refines a 28 one).
 
     Axis k of the grid is coordinate k, and the points are in row-major order of an array shaped
     ``resolution``: ``values.reshape(-1)`` of such an array lines up with the rows (for images (H, W):
@@ -41,7 +43,11 @@ def regular_grid(resolution: int | tuple[int, ...] | list[int], coord_dim: int, 
         raise ConfigError(f"{key}={list(sizes)} has {len(sizes)} axes; this field has {coord_dim}")
     for k, size in enumerate(sizes):
         check_int(f"{key}[{k}]" if coord_dim > 1 else key, size, 2)
-    axes = [torch.linspace(-1.0, 1.0, int(size)) for size in sizes]
+    if centred:
+        axes = [(2.0 * torch.arange(int(size), dtype=torch.float64) + 1.0).div(int(size)).sub(1.0).float()
+                for size in sizes]
+    else:
+        axes = [torch.linspace(-1.0, 1.0, int(size)) for size in sizes]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, coord_dim)
 
 
@@ -131,9 +137,14 @@ class FieldDataModule(LightningDataModule, ABC):
     def num_points(self) -> int:
         return math.prod(self.grid_shape)
 
+    # Whether the data sits at cell centres (images: pixel centres) rather than on an edge-to-edge grid; a trained
+    # model decodes on the same kind of grid (its ``field_shape["grid_centred"]``).
+    grid_centred = False
+
     def grid(self, resolution: int | tuple[int, ...] | None = None) -> Tensor:
         """The (prod(resolution), coord_dim) regular grid in [−1, 1] at any resolution (default: the data's)."""
-        return regular_grid(self.grid_shape if resolution is None else resolution, self.coord_dim)
+        return regular_grid(self.grid_shape if resolution is None else resolution, self.coord_dim,
+                            centred=self.grid_centred)
 
     # --- data ------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

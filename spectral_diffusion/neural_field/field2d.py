@@ -20,7 +20,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from spectral_diffusion.data.datamodule import DiffusionDataModule
-from spectral_diffusion.neural_field.data import FieldDataModule, FieldSplits, check_observed_fraction
+from spectral_diffusion.neural_field.data import FieldDataModule, FieldSplits, check_observed_fraction, regular_grid
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int, check_positive
 
 MASK_KINDS = ("pixels", "patches")
@@ -31,14 +31,12 @@ DATA_RANGE = 2.0
 
 def pixel_centres(size: int) -> torch.Tensor:
     """The ``size`` pixel centres of [−1, 1]: (2k + 1)/size − 1, k = 0 … size − 1 (float32)."""
-    return (2.0 * torch.arange(size, dtype=torch.float64) + 1.0).div(size).sub(1.0).to(torch.float32)
+    return regular_grid(size, 1, centred=True).reshape(-1)
 
 
 def image_grid(height: int, width: int | None = None) -> torch.Tensor:
     """Coordinates (height·width, 2) of a (height, width) image's pixel centres as (row, column), row-major."""
-    width = height if width is None else width
-    rows, cols = torch.meshgrid(pixel_centres(height), pixel_centres(width), indexing="ij")
-    return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
+    return regular_grid((height, height if width is None else width), 2, centred=True)
 
 
 def example_rng(seed: int, index: int) -> np.random.Generator:
@@ -176,12 +174,8 @@ class MnistField(FieldDataModule):
     def num_classes(self) -> int | None:
         return self.images.num_classes
 
-    def grid(self, resolution: int | tuple[int, int] | None = None) -> torch.Tensor:
-        """Pixel-centre coordinates (H·W, 2) of an (H, W) grid over the same square (an int: square; default: the
-        images' own grid). Replaces the base's edge-to-edge grid so that 56 and 112 refine 28 (module docstring)."""
-        height, width = self.grid_shape if resolution is None else (
-            (resolution, resolution) if isinstance(resolution, int) else tuple(resolution))
-        return image_grid(check_int("resolution", height, 1), check_int("resolution", width, 1))
+    # pixel centres, not the base's edge-to-edge grid, so that 56 and 112 refine 28 (module docstring)
+    grid_centred = True
 
     def load_fields(self) -> FieldSplits:
         images = self.images

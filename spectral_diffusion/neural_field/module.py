@@ -171,7 +171,8 @@ class NeuralFieldModule(LightningModule):
         from spectral_diffusion.neural_field.data import regular_grid
 
         shape = self.field_shape["grid_shape"] if resolution is None else resolution
-        return regular_grid(shape if isinstance(shape, int) else tuple(shape), self.field_shape["coord_dim"])
+        return regular_grid(shape if isinstance(shape, int) else tuple(shape), self.field_shape["coord_dim"],
+                            centred=bool(self.field_shape.get("grid_centred", False)))
 
     @torch.no_grad()
     def encode(self, batch: dict[str, Tensor], use_ema: bool = True) -> Tensor:

@@ -93,7 +93,7 @@ def build(cfg: DictConfig | dict):
         model=model, process=process, prediction=prediction, optimizer=instantiate_checked(cfg.optimizer),
         sampler=sampler, scheduler=instantiate_checked(cfg.scheduler) if cfg.get("scheduler") else None,
         field_shape={"coord_dim": datamodule.coord_dim, "value_dim": datamodule.value_dim,
-                     "grid_shape": list(datamodule.grid_shape)},
+                     "grid_shape": list(datamodule.grid_shape), "grid_centred": bool(datamodule.grid_centred)},
         ema_decay=cfg.ema.decay, config=OmegaConf.to_container(cfg, resolve=True))
     scale = guidance_scale_of(sampler)
     if scale != 1.0:  # the default scale also serves purely (un)conditional models; others need both
