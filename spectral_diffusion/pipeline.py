@@ -193,7 +193,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_loss": train_loss,
     }
 
-    # --- sample from the EMA weights with the configured sampler, then evaluate against held-out images ---
+    return sample_evaluate_record(cfg, trainer, module, datamodule, extractor, evaluation, output_dir, metrics,
+                                  objective_name)
+
+
+def sample_evaluate_record(cfg: DictConfig, trainer: L.Trainer, module, datamodule, extractor,
+                           evaluation: EvaluationConfig, output_dir: Path, metrics: dict[str, Any],
+                           objective_name: str | None) -> dict[str, Any]:
+    """The end of a training run (``sd-train``, ``sd-distill``): sample from the EMA weights with the module's
+    sampler (class-balanced labels for a conditional model), evaluate against the held-out images, log the
+    scalars and figures, write samples, metrics.json, report.md and the summary row; returns the metrics."""
     samples, runtime = timed_generate(module, evaluation.num_samples, seed=evaluation.seed,
                                       batch_size=evaluation.batch_size, progress=progress_bar("sampling"))
     metrics.update(runtime)
@@ -207,7 +216,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                               class_labels=requested_labels(module))
 
     for logger_ in trainer.loggers:
-        logger_.log_metrics({f"eval/{k}": v for k, v in metrics.items() if _is_scalar(v)}, step=trainer.global_step)
+        logger_.log_metrics({f"eval/{k}": v for k, v in metrics.items() if _is_scalar(v)}, step=step)
         logger_.finalize("success")
     record(cfg, output_dir, metrics)
     return metrics

@@ -19,19 +19,17 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_diffusion.callbacks import AtomicCheckpointIO, load_checkpoint, log_figure, log_grid
+from spectral_diffusion.callbacks import AtomicCheckpointIO, load_checkpoint
 from spectral_diffusion.distill.base import DistillationMethod
 from spectral_diffusion.distill.module import DistillationModule
-from spectral_diffusion.evaluation import (
-    EvaluationConfig,
-    build_extractor,
-    choose_features,
-    evaluate_images,
-    timed_generate,
+from spectral_diffusion.evaluation import EvaluationConfig, build_extractor, choose_features
+from spectral_diffusion.pipeline import (
+    build,
+    instantiate_checked,
+    load_module,
+    objective,
+    sample_evaluate_record,
 )
-from spectral_diffusion.pipeline import build, instantiate_checked, load_module, objective, record
-from spectral_diffusion.utils.images import save_grid, save_samples_npz
-from spectral_diffusion.utils.progress import progress_bar
 from spectral_diffusion.utils.validation import ConfigError, check_int
 
 log = logging.getLogger(__name__)
@@ -98,7 +96,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist; pass the checkpoints/last.ckpt of the distillation "
                           "run to resume (teacher_ckpt is the sd-train checkpoint it started from)")
     method: DistillationMethod = instantiate_checked(cfg.method)
-    max_steps = check_int("trainer.max_steps", cfg.trainer.max_steps, method.rounds)
+    check_int("trainer.max_steps", cfg.trainer.max_steps, method.rounds)  # at least one step per round
     evaluation = EvaluationConfig.from_config(cfg.evaluation)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -155,19 +153,5 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         "val_loss": float(validation[0]["val/loss"]) if validation else math.nan,
         "train_loss": float(trainer.callback_metrics.get("train/loss", math.nan)),
     }
-    samples, runtime = timed_generate(student, evaluation.num_samples, seed=evaluation.seed,
-                                      batch_size=evaluation.batch_size, progress=progress_bar("sampling"))
-    metrics.update(runtime)
-    save_samples_npz(samples, output_dir / "samples.npz", seed=evaluation.seed)
-    save_grid(samples[: evaluation.grid_size], output_dir / "samples.png")
-    step = trainer.global_step
-    log_grid(trainer, "samples/final", samples[: evaluation.grid_size], step)
-    metrics = evaluate_images(samples, datamodule, extractor, evaluation, output_dir, run_config=cfg, module=student,
-                              metrics=metrics, objective_name=objective_name, device=student.device,
-                              log_figure=lambda name, figure: log_figure(trainer, f"eval/{name}", figure, step))
-    for logger_ in trainer.loggers:
-        logger_.log_metrics({f"eval/{k}": v for k, v in metrics.items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=step)
-        logger_.finalize("success")
-    record(cfg, output_dir, metrics)
-    return metrics
+    return sample_evaluate_record(cfg, trainer, student, datamodule, extractor, evaluation, output_dir, metrics,
+                                  objective_name)
