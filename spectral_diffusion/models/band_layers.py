@@ -64,8 +64,11 @@ class BandFiLM(nn.Module):
         num_bands = len(self.masks)
         scale = film[:, : num_bands * self.channels].reshape(-1, num_bands, self.channels)
         shift = film[:, num_bands * self.channels:]  # interleaved (Re b_0, Im b_0, Re b_1, ...)
-        scale_map = spread_bands(scale.repeat_interleave(2, dim=-1), self.masks)  # same scale for Re and Im
-        return features * (1 + scale_map) + shift[:, :, None, None]
+        batch, channels2, height, width = features.shape
+        pairs = features.reshape(batch, self.channels, 2, height, width)
+        scale_map = spread_bands(scale.to(features.dtype), self.masks)[:, :, None]  # same scale for Re and Im
+        shifted = pairs + shift.reshape(batch, self.channels, 2, 1, 1).to(features.dtype)
+        return torch.addcmul(shifted, pairs, scale_map).reshape(features.shape)  # z (1 + s) + b
 
 
 class SpectralBandAttention(nn.Module):

@@ -42,7 +42,7 @@ from spectral_diffusion.models.unet import (
     check_unet_sizes,
     output_conv,
 )
-from spectral_diffusion.spectral.dft import real_irfft2
+from spectral_diffusion.spectral.dft import real_irfft2_packed
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int
 
 BLOCK_TYPES = ("conv", "spectral")
@@ -374,6 +374,8 @@ class UNetHybrid(nn.Module):
 
 def _to_pixels(features: Tensor) -> Tensor:
     """Interleaved half-spectrum features at resolution M -> C real maps of M x M pixels (Hermitian projection
-    and orthonormal irfft2 as real matrix products, ``spectral.dft.real_irfft2``, in the features' dtype)."""
-    return real_irfft2(features[:, 0::2], features[:, 1::2], features.shape[-2])
+    and orthonormal irfft2 as real matrix products, ``spectral.dft.real_irfft2_packed``, in the features' dtype):
+    the interleaved channels (Re z_c, Im z_c) already are the packed (…, 2, H, Wf) layout."""
+    batch, channels2, height, width = features.shape
+    return real_irfft2_packed(features.reshape(batch, channels2 // 2, 2, height, width), height)
 
