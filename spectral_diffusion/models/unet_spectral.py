@@ -305,7 +305,8 @@ class UNetHybrid(nn.Module):
     level's resolution), and the up path of the pixel ``UNet`` decodes them: ``num_res_blocks + 1`` ResBlocks
     per level fed the concatenation with one skip, pixel self-attention at ``attention_resolutions``, nearest +
     conv upsampling, GroupNorm, SiLU and a zero-initialised output conv (``band_heads`` band heads when K > 1).
-    Both follow the surrounding autocast; the FFTs and the complex whitening run in float32.
+    Both follow the surrounding autocast, the inverse FFTs to pixels included; the FFT of x_t and the complex
+    whitening's statistics run in float32.
 
     Args: those of ``UNetSpectral`` except ``output`` (the decoder predicts pixels).
     """
