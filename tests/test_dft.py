@@ -9,8 +9,9 @@ from spectral_diffusion.models.complex_layers import hermitian_projection
 from spectral_diffusion.spectral.dft import real_irfft2, real_rfft2
 
 
-@pytest.mark.parametrize("height, width", [(16, 16), (8, 8), (4, 4), (6, 5), (5, 6)])
+@pytest.mark.parametrize("height, width", [(16, 16), (8, 8), (4, 4), (6, 5), (5, 6), (20, 18), (17, 16)])
 def test_real_rfft2_equals_torch_rfft2(height, width):
+    """Maps of up to DENSE_PIXELS pixels (16x16) take the dense product, larger ones the per-axis products."""
     x = torch.randn(3, 2, height, width, dtype=torch.float64)
     real, imag = real_rfft2(x)
     expected = torch.fft.rfft2(x, norm="ortho")
@@ -19,7 +20,7 @@ def test_real_rfft2_equals_torch_rfft2(height, width):
     torch.testing.assert_close(real_irfft2(real, imag, width), x, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("size", [4, 8, 16])
+@pytest.mark.parametrize("size", [4, 8, 16, 20])  # 20x20 is past DENSE_PIXELS: one axis at a time
 def test_real_irfft2_is_irfft2_of_the_hermitian_projection(size):
     """Any half-spectrum, Hermitian or not: the real part of the inverse is the projection's exact inverse."""
     spectrum = torch.randn(3, 2, size, size // 2 + 1, dtype=torch.complex128)

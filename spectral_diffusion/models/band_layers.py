@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spectral_diffusion.spectral.bands import radial_band_masks
-from spectral_diffusion.spectral.dft import real_irfft2, real_rfft2
+from spectral_diffusion.spectral.dft import real_irfft2_packed, real_rfft2_packed
 from spectral_diffusion.utils.validation import ConfigError, check_choice
 
 SPECTRAL_ATTENTION = ("bands", "low_rank")
@@ -64,8 +64,11 @@ class BandFiLM(nn.Module):
         num_bands = len(self.masks)
         scale = film[:, : num_bands * self.channels].reshape(-1, num_bands, self.channels)
         shift = film[:, num_bands * self.channels:]  # interleaved (Re b_0, Im b_0, Re b_1, ...)
-        scale_map = spread_bands(scale.repeat_interleave(2, dim=-1), self.masks)  # same scale for Re and Im
-        return features * (1 + scale_map) + shift[:, :, None, None]
+        batch, channels2, height, width = features.shape
+        pairs = features.reshape(batch, self.channels, 2, height, width)
+        scale_map = spread_bands(scale.to(features.dtype), self.masks)[:, :, None]  # same scale for Re and Im
+        shifted = pairs + shift.reshape(batch, self.channels, 2, 1, 1).to(features.dtype)
+        return torch.addcmul(shifted, pairs, scale_map).reshape(features.shape)  # z (1 + s) + b
 
 
 class SpectralBandAttention(nn.Module):
@@ -121,8 +124,11 @@ class FrequencyAttention(nn.Module):
     plus a learned band embedding -> self-attention across the K band tokens -> a gain g_{k,c} = 2 σ(·) per band
     and channel -> x + irfft2((g − 1) · rfft2(x)). The output projection starts at zero, so g = 1 and the block
     is exactly the identity at initialisation. Gains depend on |f| only, so the result is real.
-    Runs in float32 and returns the input's dtype; the FFTs are real matrix products (``spectral.dft``), far
-    cheaper than rfft2/irfft2 and their backward passes on feature maps of a few to 32 pixels.
+
+    The FFTs are real matrix products (``spectral.dft``), far cheaper than rfft2/irfft2 and their backward
+    passes on feature maps of a few to 32 pixels, and run in the input's dtype: under bf16 autocast the
+    transforms and the re-weighted inverse are bfloat16 products (the output is bfloat16 either way), while the
+    band powers, their log and the attention across band tokens stay in float32.
     """
 
     def __init__(self, channels: int, resolution: int, num_bands: int, *, num_heads: int = 1):
@@ -135,6 +141,12 @@ class FrequencyAttention(nn.Module):
         masks = radial_band_masks(resolution, resolution, num_bands, key="model.freq_attention_bands")
         self.register_buffer("masks", masks, persistent=False)
         self.register_buffer("occupied", masks.sum(dim=(-2, -1)) > 0, persistent=False)
+        # Band pooling and spreading as matrices on the packed spectrum (real parts, then imaginary parts), so
+        # each is one matrix product: |X|² pooled = (Re² ‖ Im²) @ pooling; a gain per band -> (Re ‖ Im) gains.
+        bins = torch.cat([masks, masks], dim=1).flatten(1)  # (K, 2·H·Wf)
+        counts = masks.sum(dim=(-2, -1)).clamp_min(1.0)
+        self.register_buffer("band_pooling", (bins / counts[:, None]).T.contiguous(), persistent=False)
+        self.register_buffer("band_spreading", bins, persistent=False)
         self.token_norm = nn.LayerNorm(channels)
         self.band_embedding = nn.Parameter(torch.randn(num_bands, channels) / math.sqrt(channels))
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -143,15 +155,17 @@ class FrequencyAttention(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        batch, channels, height, width = x.shape
+        spectrum = real_rfft2_packed(x).reshape(batch, channels, -1)  # (B, C, 2·H·Wf) in x's dtype
+        dtype = spectrum.dtype
         with torch.autocast(x.device.type, enabled=False):
-            real, imag = real_rfft2(x.float())
-            power = pool_bands(real.square() + imag.square(), self.masks)
+            power = ((spectrum * spectrum) @ self.band_pooling.to(dtype)).float().transpose(1, 2)  # (B, K, C)
             tokens = self.token_norm(torch.log(power + 1e-6)) + self.band_embedding
             query, key, value = self.qkv(tokens).chunk(3, dim=-1)
             gains = 2 * torch.sigmoid(self.proj_out(attend(query, key, value, self.num_heads, self.occupied)))
-            gain_map = spread_bands(gains, self.masks) - 1
-            change = real_irfft2(real * gain_map, imag * gain_map, x.shape[-1])
-        return x + change.to(x.dtype)
+            gain_map = (gains - 1).transpose(1, 2).to(dtype) @ self.band_spreading.to(dtype)  # (B, C, 2·H·Wf)
+        change = real_irfft2_packed((spectrum * gain_map).reshape(batch, channels, 2, height, -1), width)
+        return x + change
 
 
 class BandHeadConv2d(nn.Conv2d):

@@ -45,7 +45,7 @@ from spectral_diffusion.models.unet import (
     check_unet_sizes,
     output_conv,
 )
-from spectral_diffusion.spectral.dft import real_irfft2
+from spectral_diffusion.spectral.dft import real_irfft2_packed
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_int
 
 BLOCK_TYPES = ("conv", "spectral")
@@ -317,7 +317,8 @@ class UNetHybrid(nn.Module):
     level's resolution), and the up path of the pixel ``UNet`` decodes them: ``num_res_blocks + 1`` ResBlocks
     per level fed the concatenation with one skip, pixel self-attention at ``attention_resolutions``, nearest +
     conv upsampling, GroupNorm, SiLU and a zero-initialised output conv (``band_heads`` band heads when K > 1).
-    Both follow the surrounding autocast; the FFTs and the complex whitening run in float32.
+    Both follow the surrounding autocast, the inverse FFTs to pixels included; the FFT of x_t and the complex
+    whitening's statistics run in float32.
 
     Args: those of ``UNetSpectral`` except ``output`` (the decoder predicts pixels).
     """
@@ -393,6 +394,8 @@ class UNetHybrid(nn.Module):
 
 def _to_pixels(features: Tensor) -> Tensor:
     """Interleaved half-spectrum features at resolution M -> C real maps of M x M pixels (Hermitian projection
-    and orthonormal irfft2 as real matrix products, ``spectral.dft.real_irfft2``, in the features' dtype)."""
-    return real_irfft2(features[:, 0::2], features[:, 1::2], features.shape[-2])
+    and orthonormal irfft2 as real matrix products, ``spectral.dft.real_irfft2_packed``, in the features' dtype):
+    the interleaved channels (Re z_c, Im z_c) already are the packed (…, 2, H, Wf) layout."""
+    batch, channels2, height, width = features.shape
+    return real_irfft2_packed(features.reshape(batch, channels2 // 2, 2, height, width), height)
 
