@@ -17,7 +17,6 @@ results.md and fid_vs_nfe.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import math
@@ -27,6 +26,7 @@ import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from results_csv import append_result, read_results
 
 from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.diffusion.guidance import instantiate_sampler
@@ -125,22 +125,6 @@ def baseline_sampler(name: str, steps: int, process):
     sampler = instantiate_sampler(node)
     validate_sampler(sampler, process)
     return sampler
-
-
-def read_results(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def append_result(path: Path, row: dict) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow({key: row.get(key, "") for key in COLUMNS})
 
 
 class Evaluator:
@@ -266,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             return
         row = {"method": method, "nfe": nfe, "checkpoint": str(checkpoint), "note": note,
                "train_cpu_minutes": "" if cost is None else cost, **evaluate(module, sampler, f"{method}_nfe{nfe}")}
-        append_result(results_path, row)
+        append_result(results_path, row, COLUMNS)
         done.add((method, nfe))
         print(f"{method:>14} NFE {nfe:>3}: FID {interval(row)}", flush=True)
 

@@ -13,7 +13,6 @@ fid_vs_nfe.png into ``--out``.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from results_csv import append_result, read_results
 
 from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.diffusion.guidance import instantiate_sampler
@@ -67,22 +67,6 @@ def evaluation_setup(module, device):
     datamodule = instantiate_checked(config.data)
     datamodule.setup()
     return datamodule, build_extractor(instantiate_checked(config.features), datamodule, device)
-
-
-def read_results(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def append_result(path: Path, row: dict) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow({key: row.get(key, "") for key in COLUMNS})
 
 
 def run_cell(module, extractor, real, sampler_name, steps, args, device) -> dict:
@@ -196,7 +180,7 @@ def main(argv: list[str] | None = None) -> Path:
                 row.update(run_cell(*loaded[model], sampler_name, steps, args, device))
             except ConfigError as error:  # e.g. more steps than a discrete schedule has
                 row.update(status="skipped", reason=str(error))
-        append_result(results_path, row)
+        append_result(results_path, row, COLUMNS)
         if row["status"] == "skipped":
             print(f"skipped {model}/{sampler_name}/{steps}: {row['reason']}", file=sys.stderr)
 

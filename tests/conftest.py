@@ -24,8 +24,13 @@ def cache_dir(tmp_path_factory) -> Path:
 
 def compose_train(overrides: list[str], tmp_path: Path, cache_dir: Path) -> DictConfig:
     """``conf/train.yaml`` with ``overrides``, its folders redirected into ``tmp_path``."""
+    return compose_root("train", overrides, tmp_path, cache_dir)
+
+
+def compose_root(name: str, overrides: list[str], tmp_path: Path, cache_dir: Path) -> DictConfig:
+    """The root config ``conf/<name>.yaml`` (train, distill, ...) with ``overrides``, folders in ``tmp_path``."""
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="train", overrides=overrides)
+        cfg = compose(config_name=name, overrides=overrides)
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
         cfg.paths.output_dir = str(tmp_path / "run")

@@ -11,11 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 from torch import nn
 
-from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.diffusion import (
     BandedProcess,
     CosineSchedule,
@@ -48,7 +45,7 @@ from spectral_diffusion.pipeline import load_module, train
 from spectral_diffusion.utils.summary import read_rows
 from spectral_diffusion.utils.validation import ConfigError
 
-from .conftest import cli_env, compose_train
+from .conftest import cli_env, compose_root, compose_train
 
 SHAPE = (1, 4, 4)
 
@@ -322,15 +319,7 @@ def test_consistency_sampling_one_step_is_f_of_the_prior_and_multistep_renoises(
 
 # --- bad input, before anything runs -------------------------------------------------------------------------
 def compose_distill(overrides: list[str], tmp_path: Path, cache_dir: Path):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="distill", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(tmp_path)
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.summary_csv = str(tmp_path / "summary.csv")
-        cfg.paths.cache_dir = str(cache_dir)
-        cfg.trainer.enable_progress_bar = False
-    return cfg
+    return compose_root("distill", overrides, tmp_path, cache_dir)
 
 
 def test_bad_input_is_refused_naming_the_key(tmp_path, cache_dir):
