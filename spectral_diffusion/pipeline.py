@@ -147,10 +147,8 @@ def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> DiffusionMo
     return module
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run ``sd-train``: returns the metrics dict (``optimized_metric`` under key ``"objective"``)."""
-    if neural_field.uses_neural_field(cfg):
-        return neural_field.train(cfg)
+def start_run(cfg: DictConfig) -> tuple[Path, str | None]:
+    """The run folder (created) and the checkpoint to resume from (checked to exist), with the global seed set."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -158,6 +156,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is not None and not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist; pass the last.ckpt of the run to resume")
+    return output_dir, ckpt_path
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``sd-train``: returns the metrics dict (``optimized_metric`` under key ``"objective"``)."""
+    if neural_field.uses_neural_field(cfg):
+        return neural_field.train(cfg)
+    output_dir, ckpt_path = start_run(cfg)
 
     components = build(cfg)
     datamodule, module = components.datamodule, components.module

@@ -116,15 +116,9 @@ def objective(cfg: DictConfig, explicit: bool) -> tuple[str, str | None]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """``sd-train`` for a neural-field run: fit, evaluate, write metrics.json, report.md and the summary row."""
     from spectral_diffusion.callbacks import AtomicCheckpointIO, log_figure
-    from spectral_diffusion.pipeline import _overrides, instantiate_checked, record
+    from spectral_diffusion.pipeline import _overrides, instantiate_checked, record, start_run
 
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.get("seed") is not None:
-        L.seed_everything(int(cfg.seed), workers=True)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is not None and not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist; pass the last.ckpt of the run to resume")
+    output_dir, ckpt_path = start_run(cfg)
     datamodule, module = build(cfg)
     evaluation = instantiate_checked(cfg.evaluation)
     if not isinstance(evaluation, FieldEvaluationConfig):
