@@ -159,6 +159,22 @@ def start_run(cfg: DictConfig) -> tuple[Path, str | None]:
     return output_dir, ckpt_path
 
 
+def fit_and_validate(cfg: DictConfig, module, datamodule, ckpt_path: str | None):
+    """Build the Trainer of ``cfg`` (its callbacks, logger, atomic checkpoints), fit ``module`` (resuming from
+    ``ckpt_path``) and validate once; returns (trainer, wall seconds, CPU seconds of fit, the last training loss
+    (read before ``validate`` resets the callback metrics), the validation results)."""
+    callbacks = [instantiate_checked(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    logger = instantiate_checked(cfg.logger) if cfg.get("logger") else False
+    trainer: L.Trainer = instantiate_checked(cfg.trainer, callbacks=callbacks, logger=logger,
+                                             plugins=[AtomicCheckpointIO()])
+    started, cpu_started = time.perf_counter(), time.process_time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    train_loss = float(trainer.callback_metrics.get("train/loss", math.nan))
+    validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+    return trainer, train_seconds, train_cpu_seconds, train_loss, validation
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run ``sd-train``: returns the metrics dict (``optimized_metric`` under key ``"objective"``)."""
     if neural_field.uses_neural_field(cfg):
@@ -175,16 +191,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     objective_name, objective_note = objective(cfg, features, evaluation, evaluation.num_samples, training=True)
     extractor = build_extractor(features, datamodule)
 
-    callbacks = [instantiate_checked(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    logger = instantiate_checked(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate_checked(cfg.trainer, callbacks=callbacks, logger=logger,
-                                     plugins=[AtomicCheckpointIO()])
-
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    train_seconds = time.perf_counter() - started
-    train_loss = float(trainer.callback_metrics.get("train/loss", math.nan))
-    validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer, train_seconds, _, train_loss, validation = fit_and_validate(cfg, module, datamodule, ckpt_path)
     if not trainer.is_global_zero:
         return {}
 

@@ -11,7 +11,6 @@ import copy
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_diffusion.callbacks import AtomicCheckpointIO, load_checkpoint
+from spectral_diffusion.callbacks import load_checkpoint
 from spectral_diffusion.distill.base import DistillationMethod
 from spectral_diffusion.distill.module import DistillationModule
 from spectral_diffusion.evaluation import EvaluationConfig, build_extractor, choose_features
 from spectral_diffusion.pipeline import (
     build,
+    fit_and_validate,
     instantiate_checked,
     load_module,
     objective,
@@ -126,15 +126,8 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
                          checkpoints / f"student_round{round_index}.ckpt", module.global_step)
 
     module = DistillationModule(student, method, export=export)
-    callbacks = [instantiate_checked(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    logger = instantiate_checked(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate_checked(cfg.trainer, callbacks=callbacks, logger=logger,
-                                             plugins=[AtomicCheckpointIO()])
-
-    started, cpu_started = time.perf_counter(), time.process_time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer, train_seconds, train_cpu_seconds, train_loss, validation = fit_and_validate(cfg, module, datamodule,
+                                                                                         ckpt_path)
     if not trainer.is_global_zero:
         return {}
     save_student(student, config, method.student_sampler, checkpoints / "student.ckpt", trainer.global_step)
@@ -151,7 +144,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         "train_images_per_second": steps_done * datamodule.batch_size / train_seconds if train_seconds else math.nan,
         "num_parameters": student.num_parameters(),
         "val_loss": float(validation[0]["val/loss"]) if validation else math.nan,
-        "train_loss": float(trainer.callback_metrics.get("train/loss", math.nan)),
+        "train_loss": train_loss,
     }
     return sample_evaluate_record(cfg, trainer, student, datamodule, extractor, evaluation, output_dir, metrics,
                                   objective_name)

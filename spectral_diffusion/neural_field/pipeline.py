@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
@@ -115,8 +113,8 @@ def objective(cfg: DictConfig, explicit: bool) -> tuple[str, str | None]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """``sd-train`` for a neural-field run: fit, evaluate, write metrics.json, report.md and the summary row."""
-    from spectral_diffusion.callbacks import AtomicCheckpointIO, log_figure
-    from spectral_diffusion.pipeline import _overrides, instantiate_checked, record, start_run
+    from spectral_diffusion.callbacks import log_figure
+    from spectral_diffusion.pipeline import _overrides, fit_and_validate, instantiate_checked, record, start_run
 
     output_dir, ckpt_path = start_run(cfg)
     datamodule, module = build(cfg)
@@ -128,15 +126,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     explicit = any(o.lstrip("+~").split("=")[0] == "optimized_metric" for o in _overrides(cfg))
     objective_name, objective_note = objective(cfg, explicit)
 
-    callbacks = [instantiate_checked(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    logger = instantiate_checked(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate_checked(cfg.trainer, callbacks=callbacks, logger=logger,
-                                             plugins=[AtomicCheckpointIO()])
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    train_seconds = time.perf_counter() - started
-    train_loss = float(trainer.callback_metrics.get("train/loss", math.nan))  # validate() resets them
-    validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer, train_seconds, _, train_loss, validation = fit_and_validate(cfg, module, datamodule, ckpt_path)
     if not trainer.is_global_zero:
         return {}
     steps_done = trainer.global_step - module.first_step
