@@ -10,8 +10,9 @@ parameters. The budget is either ``--budget-seconds`` of live wall clock (``trai
 rate), fair only on an otherwise idle machine, or ``--budget-steps N --step-ratios r0 r1 r2 r3``: version v trains
 round(N · r0 / rv) steps, where rv is its step time measured by ``speed`` on an idle machine, so that every
 version gets the wall clock of N version-0 steps however loaded the machine is while the study runs. One JSON line per finished run in ``<out>/runs.jsonl``
-(a rerun skips finished runs: resumable); a markdown table (mean ± std over seeds) and a plot of FID and eq_r
-against the version are written from every line there.
+(a rerun skips finished runs: resumable); a markdown table (mean and t interval over seeds, the paired FID difference
+to version 0) and a plot of FID and the equivariance PSNRs against the version are written from every line there;
+``summary --out A B --to C`` rewrites them from several study folders.
 
     python benchmarks/alias_free.py speed
     python benchmarks/alias_free.py study --budget-seconds 600 --seeds 0 1 2 --out benchmarks/results/alias_free
@@ -26,6 +27,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -33,6 +35,7 @@ from matplotlib.figure import Figure
 from omegaconf import open_dict
 
 from spectral_diffusion.cli import CONFIG_DIR
+from spectral_diffusion.evaluation.compare import t_interval
 from spectral_diffusion.evaluation.equivariance import model_equivariance
 from spectral_diffusion.pipeline import load_module, train
 
@@ -156,38 +159,56 @@ def study_one(dataset: str, version: int, seed: int, args, out: Path) -> dict:
             "num_parameters": metrics["num_parameters"]}
 
 
-def summarise(runs: list[dict], out: Path) -> str:
-    columns = ["fid", "eq_t", "eq_r", "eq_r_generation", "train_images_per_second"]
-    lines = ["| data | version | seeds | " + " | ".join(columns) + " | parameters |",
-             "|---|---|---|" + "---|" * len(columns) + "---|"]
-    figure = Figure(figsize=(9, 3.4))
-    axes = {name: figure.add_subplot(1, 2, index + 1) for index, name in enumerate(["fid", "eq_r"])}
+def summarise(runs: list[dict], out: Path, level: float = 0.95) -> str:
+    """``alias_free.md`` and ``alias_free.png`` from the finished runs: per data set and version the mean over seeds
+    with its Student t interval at ``level`` (``compare.t_interval``), and the FID difference to version 0 with the
+    paired t interval over the seeds both ran (same seed: same initial weights, data order and sample seeds)."""
+    columns = ["fid", "eq_t", "eq_r", "eq_r_generation"]
+    pct = f"{level:.0%}"
+    lines = [f"| data | version | seeds | steps | " + " | ".join(f"{c} [{pct}]" for c in columns)
+             + f" | Δfid vs v0 [{pct}, paired] | training img/s | parameters |",
+             "|---|---|---|---|" + "---|" * len(columns) + "---|---|---|"]
+    figure = Figure(figsize=(13, 3.4))
+    axes = {name: figure.add_subplot(1, len(columns), index + 1) for index, name in enumerate(columns)}
     for dataset in DATASETS:
-        xs, means = {name: [] for name in axes}, {name: [] for name in axes}
-        for version in VERSIONS:
-            group = [run for run in runs if run["dataset"] == dataset and run["version"] == version]
+        by_version = {version: sorted((run for run in runs if run["dataset"] == dataset and run["version"] == version),
+                                      key=lambda run: run["seed"]) for version in VERSIONS}
+        points = {name: [] for name in columns}
+        for version, group in by_version.items():
             if not group:
                 continue
             cells = []
             for column in columns:
-                values = [run[column] for run in group]
-                mean = statistics.fmean(values)
-                std = statistics.stdev(values) if len(values) > 1 else float("nan")
-                cells.append(f"{mean:.2f} ± {std:.2f}")
-                if column in axes:
-                    xs[column].append(version)
-                    means[column].append(mean)
-            lines.append(f"| {dataset} | {version} | {len(group)} | " + " | ".join(cells)
-                         + f" | {group[0]['num_parameters']:,} |")
+                values = np.array([run[column] for run in group], dtype=float)
+                low, high = t_interval(values, level)
+                cells.append(f"{values.mean():.2f} [{low:.2f}, {high:.2f}]")
+                points[column].append((version, values.mean(), low, high))
+            reference = {run["seed"]: run["fid"] for run in by_version[0]}
+            paired = np.array([run["fid"] - reference[run["seed"]] for run in group if run["seed"] in reference])
+            if version == 0 or len(paired) == 0:
+                delta = "–"
+            else:
+                low, high = t_interval(paired, level)
+                delta = f"{paired.mean():+.2f} [{low:+.2f}, {high:+.2f}]"
+            steps = sorted({run["budget_steps"] for run in group if run.get("budget_steps") is not None})
+            # In --budget-steps mode the study shares the machine; its images/s are not the speed of the version.
+            speed = "–" if steps else f"{statistics.fmean(run['train_images_per_second'] for run in group):.0f}"
+            lines.append(f"| {dataset} | {version} | {len(group)} | {'/'.join(map(str, steps)) or '–'} | "
+                         + " | ".join(cells) + f" | {delta} | {speed} | {group[0]['num_parameters']:,} |")
         for name, ax in axes.items():
-            if xs[name]:
-                ax.plot(xs[name], means[name], marker="o", label=dataset)
+            if points[name]:
+                versions, means, lows, highs = map(np.array, zip(*points[name]))
+                spread = np.nan_to_num(np.stack([means - lows, highs - means]))
+                ax.errorbar(versions, means, yerr=spread, marker="o", capsize=3, label=dataset)
     for name, ax in axes.items():
         ax.set_xlabel("model.version")
-        ax.set_ylabel(name + (" (dB)" if name.startswith("eq") else ""))
+        ax.set_ylabel(name + (" (dB)" if name.startswith("eq") else " (log scale)"))
+        if name == "fid":
+            ax.set_yscale("log")
         ax.set_xticks(list(VERSIONS))
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
+    figure.suptitle(f"alias-free versions at equal wall clock: mean over seeds, {pct} t interval")
     figure.tight_layout()
     figure.savefig(out / "alias_free.png", dpi=120)
     table = "\n".join(lines)
@@ -251,11 +272,24 @@ def main() -> None:
     study.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     study.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run")
     study.add_argument("--out", default="benchmarks/results/alias_free")
+    summary = commands.add_parser("summary", help="rewrite alias_free.md/png of a study folder from its runs.jsonl")
+    summary.add_argument("--out", nargs="+", required=True, help="study folders (their runs are pooled)")
+    summary.add_argument("--to", default=None, help="where to write (default: the first --out)")
+    summary.add_argument("--level", type=float, default=0.95)
     args = parser.parse_args()
     if args.command == "speed":
         run_speed(args)
-    else:
+    elif args.command == "study":
         run_study(args)
+    else:
+        folders = [Path(folder) for folder in args.out]
+        missing = [str(folder) for folder in folders if not (folder / "runs.jsonl").is_file()]
+        if missing:
+            raise SystemExit(f"--out: no runs.jsonl in {', '.join(missing)}")
+        runs = [run for folder in folders for run in finished_runs(folder / "runs.jsonl").values()]
+        target = Path(args.to or folders[0])
+        target.mkdir(parents=True, exist_ok=True)
+        print(summarise(runs, target, args.level))
 
 
 if __name__ == "__main__":

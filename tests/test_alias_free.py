@@ -176,3 +176,32 @@ def test_forward_under_bf16_autocast_and_with_self_conditioning_channels(version
 def test_alias_free_unet_rejects_bad_input_naming_the_key(bad, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         UNetAliasFree(**{**SIZES, **bad})
+
+
+def test_study_summary_pairs_seeds_and_matches_scipy(tmp_path):
+    """benchmarks/alias_free.py's table: the mean and t interval over seeds per version, and the FID difference to
+    version 0 paired by seed (scipy.stats.t by hand); a version run without version 0's seeds gets no difference."""
+    import importlib.util
+    import pathlib
+
+    import scipy.stats
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "alias_free.py"
+    spec = importlib.util.spec_from_file_location("alias_free_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fid = {0: [1.0, 1.4, 1.1], 2: [2.0, 2.1, 2.6]}
+    runs = [dict(key=f"mnist16_v{v}_s{s}", dataset="mnist16", version=v, seed=s, budget_steps=100, fid=f,
+                 eq_t=20.0 + s, eq_r=24.0, eq_r_generation=12.0, train_images_per_second=1.0, num_parameters=10)
+            for v, values in fid.items() for s, f in enumerate(values)]
+    runs.append(dict(runs[-1], key="mnist_m32_v1_s7", dataset="mnist_m32", version=1, seed=7))
+    table = bench.summarise(runs, tmp_path)
+    assert (tmp_path / "alias_free.png").is_file() and (tmp_path / "alias_free.md").read_text().strip() == table
+    rows = {tuple(line.split(" | ")[:2]): line for line in table.splitlines()[2:]}
+    differences = np.subtract(fid[2], fid[0])
+    half = scipy.stats.t.ppf(0.975, 2) * differences.std(ddof=1) / np.sqrt(3)
+    expected = f"{differences.mean():+.2f} [{differences.mean() - half:+.2f}, {differences.mean() + half:+.2f}]"
+    assert expected in rows[("| mnist16", "2")]
+    mean, low, high = np.mean(fid[0]), *scipy.stats.t.interval(0.95, 2, np.mean(fid[0]), scipy.stats.sem(fid[0]))
+    assert f"{mean:.2f} [{low:.2f}, {high:.2f}]" in rows[("| mnist16", "0")]
+    assert "| – |" in rows[("| mnist_m32", "1")]  # no version 0 run of seed 7 to pair with
