@@ -8,7 +8,7 @@ the orthonormal FFT (the process's own basis when it has one):
   crosses 1, and the whole-image log-SNR (equal for both at equal total noise, mean(w²) = 1);
 * the prior at t = 1 (variance A_T² + S_T² per coefficient, what ``process.prior`` draws) against the forward
   marginal A_T² E[c0²] + S_T², as a band energy ratio and the Gaussian KL of the band;
-* the loss weight of a unit x0 error in band b for each prediction type (eps, x0, v): with the training loss a
+* the loss weight of a unit x0 error in band b for each prediction type (eps, x0, v, flow): with the training loss a
   squared error on the prediction, at fixed x_t ‖pred̂ − pred‖² = Σ_c λ_c (x̂0_c − x0_c)², λ_c = 1/g_c², where
   g_c = ∂x̂0_c/∂output_c is read from the prediction's own ``x0_eps`` conversion (times the loss's own
   per-coefficient weight, ``loss.noise_weighting``); reported relative to ``gaussian``, per t-bin and averaged
@@ -61,7 +61,7 @@ from spectral_diffusion.spectral.bands import band_edges  # noqa: E402
 from spectral_diffusion.spectral.bases import make_basis  # noqa: E402
 from spectral_diffusion.utils.random import sample_generators  # noqa: E402
 
-PREDICTIONS = ("eps", "x0", "v")
+PREDICTIONS = ("eps", "x0", "v", "flow")
 DEFAULT_VARIANTS = {"gaussian": ["noise=gaussian"], "equalized": ["noise=equalized"]}
 COLUMNS = ["kind", "model", "seed", "band", "t_bin", "t", "error_energy", "data_energy", "normalised_error",
            "images", "fid", "fid_ci_low", "fid_ci_high", "fid_key", "checkpoint"]
