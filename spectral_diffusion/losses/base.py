@@ -18,10 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from spectral_diffusion.diffusion.predictions import Prediction, X0Prediction, per_sample_alpha_sigma
-from spectral_diffusion.losses.weighting import min_snr_weight
+from spectral_diffusion.losses.weighting import min_snr_weight, white_residual_weights
 from spectral_diffusion.utils.validation import ConfigError, check_choice, check_positive
 
 WEIGHTINGS = ("fixed", "kendall")
+NOISE_WEIGHTINGS = ("none", "white")
 # What an x0-space term compares: its error is the x0 error itself (λ = 1 for min-SNR-γ).
 X0_SPACE = X0Prediction()
 
@@ -100,6 +101,11 @@ class DiffusionLoss:
         min_snr_gamma: γ of min-SNR-γ weighting (Hang et al. 2023), or ``None`` for none.
         frequency_min_snr: frequency terms count only for samples whose SNR α²/σ² is at least this
             (an x0 estimate at high noise is blurry by nature); ``None`` applies them everywhere.
+        noise_weighting: ``none``, or ``white``: the residual of every prediction-space term is rescaled per
+            coefficient of the process basis (``losses.weighting.white_residual_weights``) so that a unit x0
+            error in each coefficient costs what it costs under white noise with the same α(t), σ(t); a
+            coloured process (``equalized``) otherwise weighs frequencies by its noise gain w(f) (issue 16).
+            A white process is left exactly as it is.
 
     The ``LossContext`` of a call carries the prediction type; a loss with min-SNR-γ weighting, an SNR gate
     or an x0-space term needs it.
@@ -107,7 +113,7 @@ class DiffusionLoss:
 
     def __init__(self, terms: Mapping[str, LossTerm], weights: Mapping[str, float] | None = None, *,
                  weighting: str = "fixed", min_snr_gamma: float | None = None,
-                 frequency_min_snr: float | None = None) -> None:
+                 frequency_min_snr: float | None = None, noise_weighting: str = "none") -> None:
         self.terms = {str(name): term for name, term in dict(terms).items()}
         if not self.terms:
             raise ConfigError("loss.terms is empty; give at least one loss term")
@@ -125,6 +131,7 @@ class DiffusionLoss:
         self.min_snr_gamma = None if min_snr_gamma is None else float(check_positive("loss.min_snr_gamma", min_snr_gamma))
         self.frequency_min_snr = (None if frequency_min_snr is None
                                   else float(check_positive("loss.frequency_min_snr", frequency_min_snr, strict=False)))
+        self.noise_weighting = check_choice("loss.noise_weighting", noise_weighting, NOISE_WEIGHTINGS)
         self.last_values: dict[str, Tensor] = {}
 
     # --- what the LightningModule uses ---------------------------------------------------------------
@@ -141,10 +148,11 @@ class DiffusionLoss:
     def __call__(self, output: Tensor, target: Tensor, context: LossContext | None = None) -> Tensor:
         output, target = output.float(), target.float()
         needs_context = (self.min_snr_gamma is not None or self.frequency_min_snr is not None
-                         or any(term.space == "x0" for term in self.terms.values()))
+                         or self.noise_weighting != "none" or any(term.space == "x0" for term in self.terms.values()))
         if needs_context and context is None:
             raise ValueError(f"{self!r} needs a LossContext (x0, x_t, t, process, prediction) to be computed")
         alpha_sigma = context.alpha_sigma() if self.frequency_min_snr is not None else None
+        scale = self.residual_scale(output, context)
 
         total = torch.zeros(output.shape[0], device=output.device)
         values: dict[str, Tensor] = {}
@@ -152,6 +160,9 @@ class DiffusionLoss:
             if term.space == "x0":
                 value = term(context.x0_estimate(output).float(), context.x0.float())
                 space = X0_SPACE
+            elif scale is not None:
+                value = term(scale(output), scale(target))
+                space = context.prediction
             else:
                 value = term(output, target)
                 space = None if context is None else context.prediction
@@ -173,8 +184,29 @@ class DiffusionLoss:
         self.last_values = values
         return total
 
+    def residual_weights(self, t: Tensor, like: Tensor, process, prediction: Prediction) -> Tensor | None:
+        """Per-coefficient weights (B, C, H, W, process basis, float64) on the squared residual of prediction-space
+        terms at times ``t`` for batches shaped like ``like``; None when they are all one (``noise_weighting=none``
+        or a white process)."""
+        if self.noise_weighting == "none":
+            return None
+        return white_residual_weights(prediction, t, like, process)
+
+    def residual_scale(self, output: Tensor, context: LossContext | None):
+        """x ↦ from_basis(√weights · to_basis(x)) for this step, so a squared error of two scaled batches is the
+        weighted squared error of the residual (the basis is orthonormal); None when nothing is rescaled."""
+        if self.noise_weighting == "none":
+            return None
+        weights = self.residual_weights(context.t, output, context.process, context.prediction)
+        if weights is None:
+            return None
+        root = weights.sqrt().to(output.dtype)
+        process = context.process
+        return lambda x: process.from_basis(root * process.to_basis(x))
+
     def __repr__(self) -> str:
         terms = ", ".join(f"{name}={term!r}" for name, term in self.terms.items())
         return (f"{type(self).__name__}(terms=[{terms}], weighting={self.weighting!r}, weights={self.weights}, "
-                f"min_snr_gamma={self.min_snr_gamma}, frequency_min_snr={self.frequency_min_snr})")
+                f"min_snr_gamma={self.min_snr_gamma}, frequency_min_snr={self.frequency_min_snr}, "
+                f"noise_weighting={self.noise_weighting!r})")
 

@@ -156,6 +156,6 @@ class PhaseError(LossTerm):
 class FrequencyBalancedLoss(DiffusionLoss):
     """``FrequencyBalancedError`` between the network output and its target (of the module's prediction type)."""
 
-    def __init__(self, gamma: float = 1.0, min_snr_gamma: float | None = None) -> None:
+    def __init__(self, gamma: float = 1.0, min_snr_gamma: float | None = None, noise_weighting: str = "none") -> None:
         super().__init__({"frequency_balanced": FrequencyBalancedError(gamma, key="loss.gamma")},
-                         min_snr_gamma=min_snr_gamma)
+                         min_snr_gamma=min_snr_gamma, noise_weighting=noise_weighting)

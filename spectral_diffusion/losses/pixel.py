@@ -36,12 +36,13 @@ class LpError(LossTerm):
 class MSELoss(DiffusionLoss):
     """Squared error between the network output and its target (of the module's prediction type)."""
 
-    def __init__(self, min_snr_gamma: float | None = None) -> None:
-        super().__init__({"mse": SquaredError()}, min_snr_gamma=min_snr_gamma)
+    def __init__(self, min_snr_gamma: float | None = None, noise_weighting: str = "none") -> None:
+        super().__init__({"mse": SquaredError()}, min_snr_gamma=min_snr_gamma, noise_weighting=noise_weighting)
 
 
 class LpLoss(DiffusionLoss):
     """|output − target|^p between the network output and its target (of the module's prediction type)."""
 
-    def __init__(self, p: float = 1.5, min_snr_gamma: float | None = None) -> None:
-        super().__init__({"lp": LpError(p, key="loss.p")}, min_snr_gamma=min_snr_gamma)
+    def __init__(self, p: float = 1.5, min_snr_gamma: float | None = None, noise_weighting: str = "none") -> None:
+        super().__init__({"lp": LpError(p, key="loss.p")}, min_snr_gamma=min_snr_gamma,
+                         noise_weighting=noise_weighting)
