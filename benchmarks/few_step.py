@@ -20,11 +20,10 @@ import argparse
 import functools
 import json
 import math
-import resource
-import subprocess
 import sys
 from pathlib import Path
 
+from cli_runs import resumable_run
 from omegaconf import OmegaConf
 from results_csv import append_result, read_results
 
@@ -48,32 +47,15 @@ COLUMNS = ["method", "nfe", "fid", "fid_ci_low", "fid_ci_high", "kid", "sample_s
 TEACHER_STEPS = 50
 
 
-def child_cpu_minutes() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (usage.ru_utime + usage.ru_stime) / 60.0
-
-
-def run_command(command: list[str], log_path: Path) -> float:
-    """Run a CLI, its output into ``log_path``; returns the CPU minutes it used (user + system, whole run)."""
-    before = child_cpu_minutes()
-    with log_path.open("a") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
-    return child_cpu_minutes() - before
-
-
 def train_teacher(args, runs: Path, costs: dict) -> Path:
     """The default MNIST ``sd-train`` run (``--teacher-steps`` steps), reused when it finished before."""
     folder = runs / "teacher"
-    ckpt = folder / "checkpoints" / "last.ckpt"
-    if (folder / "metrics.json").is_file():
-        return ckpt
-    command = [sys.executable, "-m", "spectral_diffusion.cli.train", f"hydra.run.dir={folder}",
-               f"paths.summary_csv={runs / 'summary.csv'}", "trainer.enable_progress_bar=false",
-               f"trainer.max_steps={args.teacher_steps}", *args.teacher_override]
-    if ckpt.is_file():  # interrupted: resume into the same folder
-        command.append(f"ckpt_path={ckpt}")
-    costs["teacher"] = costs.get("teacher", 0.0) + run_command(command, runs / "teacher.log")
-    return ckpt
+    overrides = [f"paths.summary_csv={runs / 'summary.csv'}", "trainer.enable_progress_bar=false",
+                 f"trainer.max_steps={args.teacher_steps}", *args.teacher_override]
+    cost = resumable_run("train", folder, overrides, runs / "teacher.log")
+    if cost is not None:
+        costs["teacher"] = costs.get("teacher", 0.0) + cost
+    return folder / "checkpoints" / "last.ckpt"
 
 
 def method_overrides(method: str, nfe: list[int], args) -> list[str]:
@@ -88,18 +70,14 @@ def method_overrides(method: str, nfe: list[int], args) -> list[str]:
 def distil(method: str, teacher: Path, args, runs: Path, costs: dict) -> Path:
     """One ``sd-distill`` run of ``method`` (resumed from its last.ckpt if it was interrupted); its folder."""
     folder = runs / method
-    if (folder / "metrics.json").is_file():
-        return folder
-    command = [sys.executable, "-m", "spectral_diffusion.cli.distill", f"hydra.run.dir={folder}",
-               f"teacher_ckpt={teacher}", f"paths.summary_csv={runs / 'summary.csv'}",
-               "trainer.enable_progress_bar=false", f"trainer.max_steps={args.distill_steps}",
-               f"scheduler.warmup_steps={max(1, min(100, args.distill_steps // 10))}",
-               f"evaluation.num_samples={args.num_samples}", *method_overrides(method, args.nfe, args),
-               *args.distill_override]
-    last = folder / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        command.append(f"ckpt_path={last}")
-    costs[method] = costs.get(method, 0.0) + run_command(command, runs / f"{method}.log")
+    overrides = [f"teacher_ckpt={teacher}", f"paths.summary_csv={runs / 'summary.csv'}",
+                 "trainer.enable_progress_bar=false", f"trainer.max_steps={args.distill_steps}",
+                 f"scheduler.warmup_steps={max(1, min(100, args.distill_steps // 10))}",
+                 f"evaluation.num_samples={args.num_samples}", *method_overrides(method, args.nfe, args),
+                 *args.distill_override]
+    cost = resumable_run("distill", folder, overrides, runs / f"{method}.log")
+    if cost is not None:
+        costs[method] = costs.get(method, 0.0) + cost
     return folder
 
 
