@@ -165,7 +165,7 @@ def summarise(runs: list[dict], out: Path, level: float = 0.95) -> str:
     paired t interval over the seeds both ran (same seed: same initial weights, data order and sample seeds)."""
     columns = ["fid", "eq_t", "eq_r", "eq_r_generation"]
     pct = f"{level:.0%}"
-    lines = [f"| data | version | seeds | steps | " + " | ".join(f"{c} [{pct}]" for c in columns)
+    lines = ["| data | version | seeds | steps | " + " | ".join(f"{c} [{pct}]" for c in columns)
              + f" | Δfid vs v0 [{pct}, paired] | training img/s | parameters |",
              "|---|---|---|---|" + "---|" * len(columns) + "---|---|---|"]
     figure = Figure(figsize=(13, 3.4))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.diffusion.guidance import instantiate_sampler
