@@ -627,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-override", nargs="*", default=[],
                         help="sd-train overrides for the data of the analytic part (default: the default MNIST)")
     parser.add_argument("--gamma", type=float, nargs="*", default=[], help="extra equalized processes with this γ")
+    parser.add_argument("--shift", type=float, nargs="*", default=[],
+                        help="extra equalized processes with this noise.logsnr_shift")
     parser.add_argument("--with-fix", action="store_true",
                         help="also analyse equalized noise trained with loss.noise_weighting=white")
     parser.add_argument("--bands", type=int, default=8, help="radial bands of equal width in |f|")
@@ -658,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     processes, losses = {}, {}
     names = [("gaussian", ["noise=gaussian"]), ("equalized", ["noise=equalized"])]
     names += [(f"equalized_gamma{g:g}", ["noise=equalized", f"noise.gamma={g}"]) for g in args.gamma]
+    names += [(f"equalized_shift{v:g}", ["noise=equalized", f"noise.logsnr_shift={v}"]) for v in args.shift]
     if args.with_fix:
         names.append(("equalized_white_loss", ["noise=equalized", "loss.noise_weighting=white"]))
     for name, overrides in names:

@@ -170,6 +170,7 @@ def _processes(images):
         GaussianProcess(schedule, "dwt"),
         _prepared(EqualizedProcess(schedule, gamma=0.7), images),
         _prepared(EqualizedProcess(LinearSchedule(discrete=False), gamma=1.0, basis="dct"), images),
+        _prepared(EqualizedProcess(schedule, gamma=1.0, logsnr_shift=2.5), images),
         BandedProcess(schedule, shifts=[1.0, -1.0, -2.5]),
         BandedProcess(schedule, basis="dwt", num_bands=3, shifts=[0.5, 0.0, -3.0]),
         FlowProcess(),
@@ -276,9 +277,35 @@ def test_equalized_needs_prepare_and_validates():
         EqualizedProcess(CosineSchedule()).q_sample(torch.zeros(1, 1, 8, 8), torch.ones(1), torch.zeros(1, 1, 8, 8))
     for kwargs, key in [({"gamma": 1.5}, "noise.gamma"), ({"gamma": -0.1}, "noise.gamma"),
                         ({"basis": "dwt"}, "noise.basis"), ({"smoothing": -1}, "noise.smoothing"),
-                        ({"w_min": 2.0}, "noise.w_min"), ({"w_max": 0.5}, "noise.w_max")]:
+                        ({"w_min": 2.0}, "noise.w_min"), ({"w_max": 0.5}, "noise.w_max"),
+                        ({"logsnr_shift": 14.0}, "noise.logsnr_shift"),
+                        ({"logsnr_shift": float("nan")}, "noise.logsnr_shift")]:
         with pytest.raises(ConfigError, match=key):
             EqualizedProcess(CosineSchedule(), **kwargs)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_equalized_logsnr_shift_adds_to_every_frequency_log_snr(discrete, fields):
+    """log(A²/S²) of every coefficient is λ(t) + s − log w², λ = log(ᾱ/(1 − ᾱ)) of the schedule, while A² + S²/w²
+    stays 1 (variance preserving in the whitened basis); shift 0 is the unshifted process bit for bit."""
+    like = torch.zeros(4, 1, 16, 16, dtype=DOUBLE)
+    t = torch.tensor([0.1, 0.4, 0.7, 0.95], dtype=DOUBLE)
+    schedule = CosineSchedule(discrete=discrete)
+    plain = _prepared(EqualizedProcess(schedule), fields)
+    zero = _prepared(EqualizedProcess(schedule, logsnr_shift=0.0), fields)
+    for a, b in zip(plain.coefficients(t, like), zero.coefficients(t, like)):
+        assert torch.equal(a, b)
+    shift = 3.0
+    shifted = _prepared(EqualizedProcess(schedule, logsnr_shift=shift), fields)
+    alpha, sigma = shifted.coefficients(t, like)
+    w2 = shifted.gain(like).square()
+    alpha_bar = schedule.alpha_bar(t).reshape(-1, 1, 1, 1)
+    expected = torch.log(alpha_bar / (1 - alpha_bar)) + shift - torch.log(w2)
+    torch.testing.assert_close(torch.log(alpha.square() / sigma.square()), torch.broadcast_to(expected, like.shape))
+    torch.testing.assert_close(torch.broadcast_to(alpha.square() + sigma.square() / w2, like.shape),
+                               torch.ones_like(like))
+    # the prior still matches the forward marginal at t = 1: A_1² below 1e-3 for every coefficient
+    assert float(shifted.coefficients(torch.ones(1, dtype=DOUBLE), like[:1])[0].square().max()) < 1e-3
 
 
 def test_equalized_gamma_zero_is_gaussian(fields):

@@ -35,6 +35,21 @@ from spectral_diffusion.utils.validation import (
 MAX_TERMINAL_SIGNAL = 1e-3
 
 
+def shifted_vp_coefficients(schedule: Schedule, t: Tensor, like: Tensor, ratio: Tensor | float) -> tuple[Tensor, Tensor]:
+    """(A, S) in float64 of the variance-preserving pair with log-SNR λ(t) + log r, λ = log(ᾱ/(1 − ᾱ)):
+    A² = r ᾱ/D, S² = (1 − ᾱ)/D, D = r ᾱ + 1 − ᾱ (r may be per coefficient; r = 1 is √ᾱ, √(1 − ᾱ))."""
+    t = torch.as_tensor(t, device=like.device)
+    alpha_bar = per_sample(schedule.alpha_bar(t.double()), like)
+    denominator = ratio * alpha_bar + 1.0 - alpha_bar
+    return (ratio * alpha_bar / denominator).sqrt(), ((1.0 - alpha_bar) / denominator).clamp(min=0).sqrt()
+
+
+def terminal_signal(schedule: Schedule, ratio: Tensor) -> Tensor:
+    """The signal fraction A² at t = 1 of a log-SNR shifted by log ``ratio``: r ᾱ(1)/(r ᾱ(1) + 1 − ᾱ(1))."""
+    alpha_bar_end = schedule.alpha_bar(torch.ones(()))
+    return ratio * alpha_bar_end / (ratio * alpha_bar_end + 1 - alpha_bar_end)
+
+
 def smooth_log_profile(values: Tensor, half_width: int) -> Tensor:
     """Local linear fit of a log radial profile against log radius over a centred window (Savitzky & Golay
     1964, degree 1); ``values[k]`` belongs to radial bin k + 1 (DC excluded). The window is ``half_width`` bins
@@ -137,6 +152,8 @@ class SpectralWeights:
 class EqualizedProcess(GaussianProcess):
     """Frequency-equalized noise: A_t = α(t), S_t = σ(t)·w(f) in the orthonormal FFT (or DCT) basis,
     w² ∝ S_data(f)^γ with mean(w²) = 1 (see ``SpectralWeights``; γ = 0 is exactly ``gaussian``).
+    ``logsnr_shift`` s ≠ 0 replaces α, σ by the variance-preserving pair of log-SNR λ(t) + s (as one band of
+    ``BandedProcess``): every frequency keeps its signal longer (s > 0), the prior still N(0, w²) at t = 1.
 
     Training noise, the prior x_T (variance A_T² + S_T² per coefficient, i.e. ≈ σ_T² w²) and every
     stochastic sampler step use the same coloured S_t, since all of them go through ``coefficients``.
@@ -145,9 +162,18 @@ class EqualizedProcess(GaussianProcess):
     name = "equalized"
 
     def __init__(self, schedule: Schedule, gamma: float = 1.0, basis: str = "fft", smoothing: int = 1,
-                 w_min: float = 0.1, w_max: float = 10.0) -> None:
+                 w_min: float = 0.1, w_max: float = 10.0, logsnr_shift: float = 0.0) -> None:
         self.gain = SpectralWeights(gamma, basis, smoothing, w_min, w_max)
         super().__init__(schedule, basis)
+        self.logsnr_shift = float(logsnr_shift)
+        if not math.isfinite(self.logsnr_shift):
+            raise ConfigError(f"noise.logsnr_shift={logsnr_shift} must be a finite number")
+        self.ratio = math.exp(self.logsnr_shift)
+        terminal = float(terminal_signal(self.schedule, torch.tensor(self.ratio, dtype=torch.float64)))
+        if terminal > MAX_TERMINAL_SIGNAL:
+            raise ConfigError(
+                f"noise.logsnr_shift={self.logsnr_shift} leaves a signal fraction A² = {terminal:.2g} at t = 1 "
+                f"(> {MAX_TERMINAL_SIGNAL}); the prior would not match. Lower noise.logsnr_shift")
 
     def prepare(self, datamodule) -> None:
         """Estimate w(f) from the datamodule's cached radial S_data."""
@@ -155,15 +181,22 @@ class EqualizedProcess(GaussianProcess):
         self.gain.fit(*datamodule.radial_power_spectrum(), *datamodule.image_shape[-2:], self.basis)
 
     def coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        alpha, sigma = super().coefficients(t, like)
+        if self.logsnr_shift == 0.0:
+            alpha, sigma = super().coefficients(t, like)
+        else:
+            alpha, sigma = (c.to(like.dtype) for c in shifted_vp_coefficients(self.schedule, t, like, self.ratio))
         return alpha, sigma * self.gain(like)
 
     def coefficient_derivatives(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        d_alpha, d_sigma = super().coefficient_derivatives(t, like)
+        if self.logsnr_shift == 0.0:
+            d_alpha, d_sigma = super().coefficient_derivatives(t, like)
+        else:
+            d_alpha, d_sigma = (d.to(like.dtype) for d in vp_coefficient_derivatives(self.schedule, t, like, self.ratio))
         return d_alpha, d_sigma * self.gain(like)
 
     def __repr__(self) -> str:
-        return f"EqualizedProcess({self.schedule!r}, {self.gain!r})"
+        shift = f", logsnr_shift={self.logsnr_shift}" if self.logsnr_shift else ""
+        return f"EqualizedProcess({self.schedule!r}, {self.gain!r}{shift})"
 
 
 class BandedProcess(GaussianProcess):
@@ -204,9 +237,7 @@ class BandedProcess(GaussianProcess):
                               f"(noise.num_bands={num_bands})")
         self.num_bands, self.wavelet = num_bands, str(wavelet)
         self.shifts = torch.tensor(shifts, dtype=torch.float64)
-        alpha_bar_end = self.schedule.alpha_bar(torch.ones(()))
-        ratio = self.shifts.exp()
-        terminal = ratio * alpha_bar_end / (ratio * alpha_bar_end + 1 - alpha_bar_end)
+        terminal = terminal_signal(self.schedule, self.shifts.exp())
         if float(terminal.max()) > MAX_TERMINAL_SIGNAL:
             raise ConfigError(
                 f"noise.shifts={shifts} leave band {int(terminal.argmax())} with signal fraction "
@@ -232,12 +263,7 @@ class BandedProcess(GaussianProcess):
         return self._ratios[key]
 
     def coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        t = torch.as_tensor(t, device=like.device)
-        alpha_bar = per_sample(self.schedule.alpha_bar(t.double()), like)
-        ratio = self._ratio(like)
-        denominator = ratio * alpha_bar + 1.0 - alpha_bar
-        alpha = (ratio * alpha_bar / denominator).sqrt()
-        sigma = ((1.0 - alpha_bar) / denominator).clamp(min=0).sqrt()
+        alpha, sigma = shifted_vp_coefficients(self.schedule, t, like, self._ratio(like))
         return alpha.to(like.dtype), sigma.to(like.dtype)
 
     def coefficient_derivatives(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
