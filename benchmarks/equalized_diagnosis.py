@@ -38,7 +38,6 @@ import argparse
 import json
 import math
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import resumable_run  # noqa: E402
 from results_csv import append_result, read_results  # noqa: E402
 
 from spectral_diffusion.cli import CONFIG_DIR  # noqa: E402
@@ -493,17 +493,10 @@ def evaluate_fid(module, datamodule, num_samples: int, out: Path) -> dict:
 def train_run(name: str, seed: int, overrides: list[str], args, runs: Path) -> Path:
     """One ``sd-train`` run of a variant at ``seed`` (skipped when finished, resumed when interrupted)."""
     folder = runs / f"{name}_seed{seed}"
-    ckpt = folder / "checkpoints" / "last.ckpt"
-    if (folder / "metrics.json").is_file():
-        return ckpt
-    command = [sys.executable, "-m", "spectral_diffusion.cli.train", f"hydra.run.dir={folder}",
-               f"paths.summary_csv={runs / 'summary.csv'}", "trainer.enable_progress_bar=false",
-               f"trainer.max_steps={args.steps}", f"seed={seed}", *args.train_override, *overrides]
-    if ckpt.is_file():
-        command.append(f"ckpt_path={ckpt}")
-    with (runs / f"{name}_seed{seed}.log").open("a") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
-    return ckpt
+    resumable_run("train", folder, [f"paths.summary_csv={runs / 'summary.csv'}", "trainer.enable_progress_bar=false",
+                                    f"trainer.max_steps={args.steps}", f"seed={seed}", *args.train_override,
+                                    *overrides], runs / f"{name}_seed{seed}.log")
+    return folder / "checkpoints" / "last.ckpt"
 
 
 def parse_pairs(values: list[str], flag: str) -> list[tuple[str, str]]:

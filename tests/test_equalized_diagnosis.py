@@ -17,6 +17,7 @@ from spectral_diffusion.utils.validation import ConfigError
 from tests.conftest import REPO_ROOT, compose_train
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import cli_runs  # noqa: E402
 import equalized_diagnosis as diagnosis  # noqa: E402
 from results_csv import read_results  # noqa: E402
 
@@ -167,7 +168,7 @@ def test_train_runs_each_variant_and_seed_once_and_reads_fid(tmp_path, monkeypat
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(diagnosis.subprocess, "run", refuse)
+    monkeypatch.setattr(cli_runs.subprocess, "run", refuse)
     assert diagnosis.main(argv) == 0
     assert read_results(out / "results.csv") == rows
 
