@@ -509,6 +509,9 @@ def test_flow_config_sets_the_velocity_target(tmp_path, cache_dir):
         (["noise=flow", "prediction=x0"], "X0Prediction"),
         (["prediction=v", "noise=flow"], "VPrediction"),
         (["loss=lp_ffl_kendall"], "X0Prediction"),  # the lp_ffl_kendall recipe is x0-prediction
+        (["noise=equalized"], "X0Prediction"),  # equalized noise trains far better on x0 than on v (README)
+        (["noise=equalized", "prediction=v"], "VPrediction"),
+        (["noise=equalized", "noise/schedule=linear"], "X0Prediction"),
         (["loss=lp_ffl_kendall", "prediction=eps"], "EpsPrediction"),
         (["experiment=mnist_eps_linear"], "EpsPrediction"),
         (["experiment=mnist_eps_linear", "noise=flow"], "EpsPrediction"),  # an experiment is composed last
