@@ -296,6 +296,11 @@ def test_optimized_metric_accepts_only_keys_of_the_groups_that_run():
         with pytest.raises(ConfigError, match=f"optimized_metric='{key}' is not a metric this run computes"):
             resolve_optimized_metric(key, shorthands, battery_groups)
     assert resolve_optimized_metric("val_loss", metric_shorthands("classifier", 64, val_loss=True)) == "val_loss"
+    # recognisability (larger is better) only with the classifier extractor, whose probabilities it needs
+    assert resolve_optimized_metric("recognisable", shorthands) == "recognisable_classifier@64"
+    assert resolve_optimized_metric("recognisable_classifier@64", shorthands) == "recognisable_classifier@64"
+    with pytest.raises(ConfigError, match="optimized_metric='recognisable' is not a metric this run computes"):
+        resolve_optimized_metric("recognisable", metric_shorthands("autoencoder", 64))
 
 
 # --- the evaluation config group -------------------------------------------------------------------------------

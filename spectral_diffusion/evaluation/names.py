@@ -205,10 +205,12 @@ def describe(key: str) -> str:
 
 
 def metric_shorthands(extractor_name: str, num_samples: int, *, val_loss: bool = False) -> dict[str, str]:
-    """What ``optimized_metric=fid|kid`` (and with a training run ``val_loss``) means for this many generated images."""
+    """What ``optimized_metric=fid|kid`` (``recognisable`` with the classifier extractor, and with a training run
+    ``val_loss``) means for this many generated images."""
     from spectral_diffusion.metrics.quality import metric_key
 
-    names = {metric: metric_key(metric, extractor_name, num_samples) for metric in ("fid", "kid")}
+    metrics = ("fid", "kid", "recognisable") if extractor_name == "classifier" else ("fid", "kid")
+    names = {metric: metric_key(metric, extractor_name, num_samples) for metric in metrics}
     return {**names, "val_loss": "val_loss"} if val_loss else names
 
 
@@ -231,7 +233,7 @@ def resolve_optimized_metric(name: str | None, shorthands: Mapping[str, str],
 
 
 # Keys that only exist with a feature extractor: FID/KID/precision/recall, their floors, and the shorthands.
-_FEATURE_METRIC = re.compile(r"(?:fid|kid)|(?:fid|kid|kid_std|precision|recall)(?:_floor)?_\w+@\d+")
+_FEATURE_METRIC = re.compile(r"(?:fid|kid|recognisable)|(?:fid|kid|kid_std|precision|recall|recognisable)(?:_floor)?_\w+@\d+")
 
 
 def resolve_objective(name: str | None, shorthands: Mapping[str, str], battery_groups: Sequence[str] = (), *,
