@@ -237,7 +237,8 @@ def test_white_weighting_gives_gaussian_band_weights(digits):
 def test_noise_weighting_is_a_config_key_that_changes_training(tmp_path):
     losses = {}
     for value in ("none", "white"):
-        cfg = compose_train(["debug=default", "noise=equalized", f"loss.noise_weighting={value}"], tmp_path, tmp_path)
+        cfg = compose_train(["debug=default", "noise=equalized", "prediction=v", f"loss.noise_weighting={value}"],
+                            tmp_path, tmp_path)
         torch.manual_seed(0)
         module = build(cfg).module
         x0 = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
