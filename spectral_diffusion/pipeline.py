@@ -159,6 +159,21 @@ def start_run(cfg: DictConfig) -> tuple[Path, str | None]:
     return output_dir, ckpt_path
 
 
+def training_metrics(trainer, module, datamodule, train_seconds: float, train_loss: float, validation, *,
+                     num_parameters: int) -> dict[str, Any]:
+    """The metrics.json entries of a ``fit_and_validate`` run: steps, wall seconds, training images/s over the
+    steps this run trained (``module.first_step`` onwards), parameters, validation and last training loss."""
+    steps_done = trainer.global_step - module.first_step
+    return {
+        "global_step": trainer.global_step,
+        "train_seconds": train_seconds,
+        "train_images_per_second": steps_done * datamodule.batch_size / train_seconds if train_seconds else math.nan,
+        "num_parameters": num_parameters,
+        "val_loss": float(validation[0]["val/loss"]) if validation else math.nan,
+        "train_loss": train_loss,
+    }
+
+
 def fit_and_validate(cfg: DictConfig, module, datamodule, ckpt_path: str | None):
     """Build the Trainer of ``cfg`` (its callbacks, logger, atomic checkpoints), fit ``module`` (resuming from
     ``ckpt_path``) and validate once; returns (trainer, wall seconds, CPU seconds of fit, the last training loss
@@ -195,15 +210,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return {}
 
-    steps_done = trainer.global_step - module.first_step
     metrics: dict[str, Any] = {
         "warnings": [objective_note] if objective_note else [],
-        "global_step": trainer.global_step,
-        "train_seconds": train_seconds,
-        "train_images_per_second": steps_done * datamodule.batch_size / train_seconds if train_seconds else math.nan,
-        "num_parameters": module.num_parameters(),
-        "val_loss": float(validation[0]["val/loss"]) if validation else math.nan,
-        "train_loss": train_loss,
+        **training_metrics(trainer, module, datamodule, train_seconds, train_loss, validation,
+                           num_parameters=module.num_parameters()),
     }
 
     return sample_evaluate_record(cfg, trainer, module, datamodule, extractor, evaluation, output_dir, metrics,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from spectral_diffusion.pipeline import (
     load_module,
     objective,
     sample_evaluate_record,
+    training_metrics,
 )
 from spectral_diffusion.utils.validation import ConfigError, check_int
 
@@ -132,19 +132,14 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         return {}
     save_student(student, config, method.student_sampler, checkpoints / "student.ckpt", trainer.global_step)
 
-    steps_done = trainer.global_step - module.first_step
     metrics: dict[str, Any] = {
         "warnings": [objective_note] if objective_note else [],
         "distillation_method": method.name,
         "teacher_ckpt": str(teacher_ckpt),
         "distillation_rounds": method.rounds,
-        "global_step": trainer.global_step,
-        "train_seconds": train_seconds,
         "train_cpu_minutes": train_cpu_seconds / 60.0,
-        "train_images_per_second": steps_done * datamodule.batch_size / train_seconds if train_seconds else math.nan,
-        "num_parameters": student.num_parameters(),
-        "val_loss": float(validation[0]["val/loss"]) if validation else math.nan,
-        "train_loss": train_loss,
+        **training_metrics(trainer, module, datamodule, train_seconds, train_loss, validation,
+                           num_parameters=student.num_parameters()),
     }
     return sample_evaluate_record(cfg, trainer, student, datamodule, extractor, evaluation, output_dir, metrics,
                                   objective_name)
