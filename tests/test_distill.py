@@ -391,7 +391,7 @@ def test_sd_distill_end_to_end(method, nfe, rounds, teacher_ckpt, tmp_path, cach
     saved = json.loads((run / "metrics.json").read_text())
     fid = "fid_classifier@64"
     assert saved["global_step"] == 8 and saved["sampler_nfe"] == nfe and saved["distillation_rounds"] == rounds
-    assert np.isfinite(saved[fid]) and saved["objective"] == saved[fid]
+    assert np.isfinite(saved[fid]) and saved["objective"] == saved["recognisable_classifier@64"]
     assert saved[f"{fid}_ci_low"] <= saved[fid] <= saved[f"{fid}_ci_high"]
     assert saved["train_cpu_minutes"] > 0 and (run / "report.md").is_file() and (run / "samples.png").is_file()
     rows = read_rows(tmp_path / "summary.csv")

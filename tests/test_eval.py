@@ -21,10 +21,12 @@ from torch import nn
 from spectral_diffusion.cli import CONFIG_DIR
 from spectral_diffusion.diffusion.samplers import deq
 from spectral_diffusion.evaluation import (
+    METRIC_NAMES,
     EvaluationConfig,
     describe,
     evaluate_images,
     load_samples,
+    metric_direction,
     metric_name,
     metric_shorthands,
     resolve_optimized_metric,
@@ -110,7 +112,9 @@ def test_heldout_images_against_themselves(heldout, tmp_path, cache_dir):
     n = len(images)
     # Identical sets: FID 0 (up to the matrix square root), far under the real-data floor, JS divergence 0.
     assert abs(metrics[f"fid_classifier@{n}"]) < 1e-3 < metrics[f"fid_floor_classifier@{n}"]
-    assert metrics["objective"] == metrics[f"fid_classifier@{n}"]
+    # the default objective, recognisability (larger is better), of the held-out set is the real one
+    assert metrics["objective"] == metrics[f"recognisable_classifier@{n}"] == metrics[f"recognisable_real_classifier@{n}"]
+    assert metrics["objective_direction"] == "maximize"
     assert metrics["js_divergence"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["wasserstein"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["spectral_mse"] == pytest.approx(0.0, abs=1e-9)
@@ -283,6 +287,27 @@ def test_definitions_name_extractor_and_count():
     assert metric_name("fid_classifier@many") is None  # the count is a number
 
 
+def test_metric_directions():
+    """Which way each metric improves (the sweeper's sn=auto and metrics.json's objective_direction read it)."""
+    assert {row.direction for row in METRIC_NAMES} == {"minimize", "maximize", None}
+    for key in ["fid_classifier@1000", "kid_autoencoder@64", "fid_inf_classifier", "val_loss", "spectral_mse",
+                "classifier_auc", "texture_ks", "severity", "straightness"]:
+        assert metric_direction(key) == "minimize", key
+    for key in ["recognisable_classifier@1000", "precision_classifier@64", "recall_classifier@64", "class_accuracy",
+                "eq_r", "eq_t_frac"]:
+        assert metric_direction(key) == "maximize", key
+    for key in ["hf_energy_ratio", "wavelet_energy_ratio_l1", "spectral_slope_fake", "num_samples", "no_such_key"]:
+        assert metric_direction(key) is None, key
+
+
+def test_the_default_objective_is_recognisability():
+    """README: the shipped default optimized_metric is recognisability (the metric that resolved most pairs)."""
+    for name in ("train", "eval", "distill"):
+        cfg = OmegaConf.load(Path(CONFIG_DIR) / f"{name}.yaml")
+        assert cfg.optimized_metric == "recognisable", name
+    assert metric_direction(metric_shorthands("classifier", 1000)["recognisable"]) == "maximize"
+
+
 def test_optimized_metric_accepts_only_keys_of_the_groups_that_run():
     shorthands = metric_shorthands("classifier", 64)
     assert resolve_optimized_metric("fid", shorthands) == "fid_classifier@64"
@@ -396,7 +421,8 @@ def test_sd_train_records_battery_and_report(debug_run):
     for key in ["fid_classifier@64", "fid_floor_classifier@180", "kid_classifier@64", "sampler_nfe", "objective",
                 "js_divergence", "spectral_mse", "severity"]:
         assert key in stored, key
-    assert stored["objective"] == stored["fid_classifier@64"] and stored["sampler_nfe"] == 5
+    assert stored["objective"] == stored["recognisable_classifier@64"] and stored["sampler_nfe"] == 5
+    assert stored["objective_direction"] == "maximize"
     # LPIPS runs only with local backbone weights; otherwise it is skipped with a reason, never silently
     if "lpips_diversity" not in stored:  # the reason names this config's key
         assert "evaluation.battery_options.lpips_weights" in stored["skipped"]["lpips"]

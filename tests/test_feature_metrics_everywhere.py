@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from spectral_diffusion.evaluation import choose_features, resolve_objective
+from spectral_diffusion.evaluation import choose_features, metric_shorthands, resolve_objective
 from spectral_diffusion.metrics.features import AutoFeatures, NoFeatures
 from spectral_diffusion.pipeline import build, train
 from spectral_diffusion.utils.validation import ConfigError
@@ -46,6 +46,18 @@ def test_resolve_objective_without_features():
     # other metrics resolve as before, with no note
     assert resolve_objective("val_loss", shorthands, [], features_available=False, explicit=True) == ("val_loss", None)
     assert resolve_objective("spectral_mse", {}, ["spectral"], features_available=False) == ("spectral_mse", None)
+    # recognisability needs the classifier: a default one falls back to FID, one the user named is refused
+    autoencoder = {"fid": "fid_autoencoder@64", "kid": "kid_autoencoder@64"}
+    key, note = resolve_objective("recognisable", autoencoder, explicit=False)
+    assert key == "fid_autoencoder@64" and "classifier extractor" in note and "autoencoder features" in note
+    with pytest.raises(ConfigError, match=r"optimized_metric='recognisable' needs class labels.*\['fid', 'kid'\]"):
+        resolve_objective("recognisable", autoencoder, explicit=True)
+    classifier = metric_shorthands("classifier", 64)
+    assert resolve_objective("recognisable", classifier, explicit=False) == ("recognisable_classifier@64", None)
+    # without features a default recognisable falls back like a default fid
+    key, note = resolve_objective("recognisable", shorthands, ["spectral"], features_available=False, explicit=False,
+                                  fallbacks=["val_loss"])
+    assert key == "val_loss" and "features=none" in note
     # with features, nothing changes
     assert resolve_objective("fid", {"fid": "fid_autoencoder@64", "kid": "kid_autoencoder@64"},
                              features_available=True) == ("fid_autoencoder@64", None)
@@ -58,7 +70,9 @@ def test_sd_train_on_random_fields_reports_a_feature_fid(tmp_path, cache_dir):
                          "data.source.image_size=8"], tmp_path, cache_dir)
     metrics = train(cfg)
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert written["objective_name"] == "fid_autoencoder@64"
+    # the default objective, recognisability, needs labels: it falls back to the FID of autoencoder features
+    assert written["objective_name"] == "fid_autoencoder@64" and written["objective_direction"] == "minimize"
+    assert any("the objective is 'fid_autoencoder@64'" in warning for warning in written["warnings"])
     assert written["fid_autoencoder@64"] == pytest.approx(metrics["fid_autoencoder@64"])
     assert written["fid_autoencoder@64"] > 0
     assert any(key.startswith("fid_floor_autoencoder@") for key in written)

@@ -55,7 +55,7 @@ def test_sd_train_writes_every_artifact(tmp_path, cache_dir):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 30
-    assert np.isfinite(metrics["fid_classifier@64"]) and metrics["objective"] == metrics["fid_classifier@64"]
+    assert np.isfinite(metrics["fid_classifier@64"]) and metrics["objective"] == metrics["recognisable_classifier@64"]
     assert "fid_floor_classifier@180" in metrics and "kid_classifier@64" in metrics
     with np.load(run_dir / "samples.npz") as data:
         images = data["images"]
@@ -167,7 +167,7 @@ def test_ddp_two_cpu_processes(tmp_path, cache_dir):
 def test_train_function_and_sd_sample(cfg_debug, tmp_path, cache_dir):
     metrics = train(cfg_debug)
     run_dir = Path(cfg_debug.paths.output_dir)
-    assert metrics["objective"] == metrics["fid_classifier@64"]
+    assert metrics["objective"] == metrics["recognisable_classifier@64"]
     assert metrics["sampler_nfe"] == 5
 
     module = load_module(run_dir / "checkpoints" / "last.ckpt")

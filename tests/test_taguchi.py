@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 
 import numpy as np
@@ -710,6 +711,56 @@ def test_sweep_csvs_hold_the_analysis_numbers(tmp_path):
     assert [float(r["level_mean"]) for r in sn_rows] == pytest.approx(result.response_tables["sn"].level_means["B"])
     # The failed job is missing (filled by least squares under on_failure=record), never dropped.
     assert "job 3 (row 1, replicate 1: no result)" in (tmp_path / "analysis.md").read_text()
+
+
+def _jobs_with_objectives(sweep_dir, spec, objectives):
+    """One ok JobResult per run of ``spec``, its folder holding a metrics.json with ``objectives[job]`` (a dict)."""
+    from spectral_diffusion.taguchi.sweep_folder import JobResult
+
+    results = []
+    for run in spec.design.runs():
+        folder = sweep_dir / str(run.job)
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"objective": 1.0 + 0.1 * run.row, **objectives[run.job]}))
+        results.append(JobResult(run.job, run.row, run.replicate, run.replicate, "ok", 1.0 + 0.1 * run.row,
+                                 str(run.job)))
+    return results
+
+
+def test_sn_auto_follows_the_direction_of_the_response(tmp_path):
+    from dataclasses import replace
+
+    from spectral_diffusion.taguchi.sweep_folder import resolve_sn, write_analysis
+
+    spec = replace(_sweep_spec(), sn="auto")
+    n = spec.design.n_jobs
+    recognisable = {"objective_name": "recognisable_classifier@500", "objective_direction": "maximize"}
+    results = _jobs_with_objectives(tmp_path / "rec", spec, [recognisable] * n)
+    resolved = resolve_sn(spec, results, tmp_path / "rec")
+    assert resolved.sn == "larger_is_better" and "recognisable_classifier@500" in resolved.settings["sn_auto"]
+    result, _ = write_analysis(tmp_path / "rec", spec, results, tensorboard=False)
+    assert result.sn_type == "larger_is_better"
+    analysis = (tmp_path / "rec" / "analysis.md").read_text()
+    assert "S/N larger_is_better (sn=auto: recognisable_classifier@500 is larger-is-better)" in analysis
+    # the larger-is-better analysis is the explicit one: the same best levels, the opposite of smaller-is-better's
+    explicit = analyze(spec.design, [r.value for r in results], "larger_is_better")
+    assert result.best_levels == explicit.best_levels
+    assert result.best_levels != analyze(spec.design, [r.value for r in results], "smaller_is_better").best_levels
+    # runs written before objective_direction existed: the direction of the metric they name
+    fid = resolve_sn(spec, _jobs_with_objectives(tmp_path / "fid", spec, [{"objective_name": "fid_classifier@500"}] * n),
+                     tmp_path / "fid")
+    assert fid.sn == "smaller_is_better"
+    # a named response: its own direction, whatever the objective was
+    assert resolve_sn(replace(spec, response="precision_classifier@500"), results, tmp_path / "rec").sn == \
+        "larger_is_better"
+    # an explicit sn is kept
+    assert resolve_sn(replace(spec, sn="nominal_is_best_var"), results, tmp_path / "rec").sn == "nominal_is_best_var"
+    # no direction (a ratio) or jobs that disagree: refused, saying how to analyse
+    with pytest.raises(DesignError, match=r"hf_energy_ratio \(no direction\).*sd-taguchi analyze .* sn="):
+        resolve_sn(replace(spec, response="hf_energy_ratio"), results, tmp_path / "rec")
+    mixed = [recognisable] * (n - 1) + [{"objective_name": "fid_autoencoder@500", "objective_direction": "minimize"}]
+    with pytest.raises(DesignError, match="recognisable_classifier@500 \\(maximize\\), fid_autoencoder@500"):
+        resolve_sn(spec, _jobs_with_objectives(tmp_path / "mixed", spec, mixed), tmp_path / "mixed")
 
 
 def test_confirmation_is_compared_with_the_prediction():

@@ -72,7 +72,7 @@ def test_default_sweep_is_an_l8_of_five_two_level_factors():
     design = choose_array([Factor(k, v) for k, v in conf.factors.items()], conf.interactions, conf.array,
                           conf.replicates)
     assert design.array.name == "L8" and design.n_jobs == 8
-    assert conf.response == "objective" and conf.sn == "smaller_is_better"
+    assert conf.response == "objective" and conf.sn == "auto"
 
 
 @pytest.mark.parametrize(
@@ -142,6 +142,8 @@ def test_sweep_writes_design_results_and_analysis(recorded_sweep):
 
     analysis = (recorded_sweep / "analysis.md").read_text()
     assert "1 of 4 jobs failed: job 0 (row 0, replicate 0" in analysis
+    # sn=auto: the default objective, recognisability, is analysed larger-is-better
+    assert "S/N larger_is_better (sn=auto: recognisable_classifier@32 is larger-is-better)" in analysis
     assert "Policy least_squares" in analysis and "| 0 | 4 | 6 | failed |" in analysis
     for name in ("main_effects.png", "anova.csv", "response_tables.csv", "taguchi.json"):
         assert (recorded_sweep / name).stat().st_size > 0
@@ -153,11 +155,12 @@ def test_sd_taguchi_analyze_reproduces_the_sweep_analysis(recorded_sweep, tmp_pa
     original = (recorded_sweep / "analysis.md").read_text()
     assert taguchi_main(["analyze", str(recorded_sweep), f"out={tmp_path / 'again'}"]) == 0
     assert (tmp_path / "again" / "analysis.md").read_text() == original
-    assert taguchi_main(["analyze", str(recorded_sweep), "sn=larger_is_better", f"out={tmp_path / 'larger'}"]) == 0
-    larger = (tmp_path / "larger" / "analysis.md").read_text()
-    assert "S/N ratio: larger_is_better" in larger and larger != original
+    assert taguchi_main(["analyze", str(recorded_sweep), "sn=smaller_is_better", f"out={tmp_path / 'smaller'}"]) == 0
+    smaller = (tmp_path / "smaller" / "analysis.md").read_text()
+    assert "S/N ratio: smaller_is_better" in smaller and smaller != original
     assert taguchi_main(["analyze", str(recorded_sweep), "response=val_loss", f"out={tmp_path / 'val'}"]) == 0
-    assert "Response: `val_loss`" in (tmp_path / "val" / "analysis.md").read_text()
+    val = (tmp_path / "val" / "analysis.md").read_text()
+    assert "Response: `val_loss`" in val and "S/N smaller_is_better (sn=auto: val_loss is smaller-is-better)" in val
     capsys.readouterr()
 
 

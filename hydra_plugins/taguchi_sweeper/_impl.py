@@ -18,12 +18,14 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from spectral_diffusion.taguchi import SN_TYPES, Design, DesignError, Factor, choose_array
+from spectral_diffusion.taguchi import Design, DesignError, Factor, choose_array
 from spectral_diffusion.taguchi.sweep_folder import (
     CONFIRMATION_FILE,
     DESIGN_FILE,
     MISSING_POLICY_OF,
+    OBJECTIVE,
     RESULTS_FILE,
+    SWEEP_SN_TYPES,
     JobResult,
     SweepSpec,
     read_interval,
@@ -39,7 +41,6 @@ from spectral_diffusion.utils.validation import ConfigError
 log = logging.getLogger(__name__)
 
 PREFIX = "hydra.sweeper"
-OBJECTIVE = "objective"
 SEED_KEY = "seed"
 _BARE_STRING = re.compile(r"^[A-Za-z_][A-Za-z0-9_./\-]*$")
 _HYDRA_WORDS = {"true", "false", "null", "nan", "inf"}
@@ -122,8 +123,8 @@ class TaguchiSweeperImpl:
 
     # --- planning and validation (nothing runs, nothing is written) ------------------------------
     def _check_settings(self) -> None:
-        if self.sn not in SN_TYPES:
-            raise ConfigError(f"{PREFIX}.sn={self.sn!r} is not allowed; choose one of {list(SN_TYPES)}")
+        if self.sn not in SWEEP_SN_TYPES:
+            raise ConfigError(f"{PREFIX}.sn={self.sn!r} is not allowed; choose one of {list(SWEEP_SN_TYPES)}")
         if self.on_failure not in MISSING_POLICY_OF:
             raise ConfigError(f"{PREFIX}.on_failure={self.on_failure!r} is not allowed; choose one of "
                               f"{list(MISSING_POLICY_OF)}")

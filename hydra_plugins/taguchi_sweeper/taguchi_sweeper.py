@@ -53,8 +53,9 @@ class TaguchiSweeperConf:
     replicates: Any = 1
     # A key of each job's metrics.json; `objective` is the run's optimized_metric.
     response: str = "objective"
-    # smaller_is_better | larger_is_better | nominal_is_best_mean_var | nominal_is_best_var
-    sn: str = "smaller_is_better"
+    # auto (the way the response improves: larger_is_better for the default objective, recognisability;
+    # smaller_is_better for fid) | smaller_is_better | larger_is_better | nominal_is_best_mean_var | nominal_is_best_var
+    sn: str = "auto"
     # abort: stop at the first failed batch; record: keep going, analyse with least-squares fills.
     on_failure: str = "record"
     # Confirmation runs at the predicted optimum after the analysis (0 = none).

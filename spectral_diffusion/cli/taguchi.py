@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 from spectral_diffusion.cli import report_user_error
-from spectral_diffusion.taguchi import SN_TYPES, DesignError, Factor, choose_array
+from spectral_diffusion.taguchi import DesignError, Factor, choose_array
 from spectral_diffusion.taguchi.sweep_folder import (
     ANALYSIS_FILE,
     CONFIRMATION_FILE,
     RESULTS_FILE,
+    SWEEP_SN_TYPES,
     JobResult,
     SweepSpec,
     job_folder,
@@ -60,8 +61,8 @@ def analyze_command(sweep_dir: str | Path, response: str | None = None, sn: str 
     place (identical to the sweep's), otherwise into ``reanalysis/<response>-<sn>/``. Returns the folder."""
     sweep_dir = Path(sweep_dir)
     spec = SweepSpec.load(sweep_dir)
-    if sn is not None and sn not in SN_TYPES:
-        raise DesignError(f"sn={sn!r} is not an S/N type; choose one of {list(SN_TYPES)}")
+    if sn is not None and sn not in SWEEP_SN_TYPES:
+        raise DesignError(f"sn={sn!r} is not an S/N type; choose one of {list(SWEEP_SN_TYPES)}")
     results = read_results_csv(sweep_dir / RESULTS_FILE)
     settings, confirmation = read_confirmation_csv(sweep_dir / CONFIRMATION_FILE, spec)
     new_response, new_sn = response or spec.response, sn or spec.sn
@@ -72,7 +73,7 @@ def analyze_command(sweep_dir: str | Path, response: str | None = None, sn: str 
     if out is None:
         out = sweep_dir if same else sweep_dir / "reanalysis" / f"{new_response}-{new_sn}".replace("/", "_")
     spec = SweepSpec(spec.design, new_response, new_sn, spec.on_failure, spec.overrides, spec.settings)
-    write_analysis(out, spec, results, settings, confirmation)
+    write_analysis(out, spec, results, settings, confirmation, sweep_dir=sweep_dir)
     return Path(out)
 
 

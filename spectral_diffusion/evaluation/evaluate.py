@@ -16,6 +16,7 @@ from torch import Tensor
 
 from spectral_diffusion.evaluation.config import EvaluationConfig, name_battery_key
 from spectral_diffusion.evaluation.equivariance import model_equivariance
+from spectral_diffusion.evaluation.names import metric_direction
 from spectral_diffusion.evaluation.report import FIGURES_DIR, is_number, save_figure, write_report
 from spectral_diffusion.evaluation.samples import check_sample_shape
 from spectral_diffusion.evaluation.straightness import model_straightness
@@ -198,6 +199,7 @@ def evaluate_images(
                               f"choose one of {available}")
         results["objective"] = results[objective_name]
         results["objective_name"] = objective_name
+        results["objective_direction"] = metric_direction(objective_name)
     results["skipped"] = skipped
     if warnings:
         results["warnings"] = warnings

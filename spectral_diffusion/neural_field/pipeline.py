@@ -31,6 +31,9 @@ from spectral_diffusion.neural_field.model import NeuralFieldLatentModel
 from spectral_diffusion.neural_field.module import NeuralFieldModule
 from spectral_diffusion.utils.validation import ConfigError, check_choice
 
+# The image metrics sd-train's configs default optimized_metric to; a neural-field run replaces them.
+IMAGE_OBJECTIVES = ("fid", "recognisable")
+
 log = logging.getLogger(__name__)
 
 
@@ -100,15 +103,23 @@ def build(cfg: DictConfig | dict):
 
 
 def objective(cfg: DictConfig, explicit: bool) -> tuple[str, str | None]:
-    """The metrics.json key of ``optimized_metric``: a default ``fid`` (no image features here) falls back to
+    """The metrics.json key of ``optimized_metric``: a default image metric (no image features here) falls back to
     the held-out reconstruction MSE with a note; any other name must be one of ``FIELD_METRICS``."""
     name = cfg.get("optimized_metric")
     if name in FIELD_METRICS:
         return name, None
-    if name == "fid" and not explicit:
-        note = f"optimized_metric='fid' is an image metric; a neural-field run's objective is {HEADLINE_METRIC!r}"
+    if name in IMAGE_OBJECTIVES and not explicit:
+        note = f"optimized_metric={name!r} is an image metric; a neural-field run's objective is {HEADLINE_METRIC!r}"
         return HEADLINE_METRIC, note
     raise ConfigError(f"optimized_metric={name!r} is not a neural-field metric; choose one of {list(FIELD_METRICS)}")
+
+
+def set_objective(metrics: dict[str, Any], name: str) -> None:
+    """``objective``, ``objective_name`` and ``objective_direction`` of ``metrics``: every field metric is
+    smaller-is-better but ``coverage``, whose best value is the band's level."""
+    metrics["objective_name"] = name
+    metrics["objective"] = metrics.get(name, math.nan)
+    metrics["objective_direction"] = None if name == "coverage" else "minimize"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -146,8 +157,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(results)
     metrics["warnings"] = notes
     metrics["data"] = datamodule.info()
-    metrics["objective_name"] = objective_name
-    metrics["objective"] = metrics.get(objective_name, math.nan)
+    set_objective(metrics, objective_name)
     for logger_ in trainer.loggers:
         logger_.log_metrics({f"eval/{k}": v for k, v in metrics.items() if is_finite_number(v)}, step=step)
         logger_.finalize("success")
@@ -181,8 +191,7 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint_config: dict) -> dict[str, A
     metrics = evaluate_fields(module, datamodule, evaluation, sampler=sampler, output_dir=output_dir)
     metrics["ckpt_path"] = str(cfg.ckpt_path)
     name = cfg.get("optimized_metric")
-    metrics["objective_name"] = name if name in FIELD_METRICS else HEADLINE_METRIC
-    metrics["objective"] = metrics.get(metrics["objective_name"], math.nan)
+    set_objective(metrics, name if name in FIELD_METRICS else HEADLINE_METRIC)
     (output_dir / "report.md").write_text(field_report(metrics, "Neural-field latent diffusion (sd-eval)"))
     record(cfg, output_dir, metrics)
     return metrics

@@ -23,7 +23,7 @@ from spectral_diffusion.taguchi.errors import DesignError
 from spectral_diffusion.taguchi.noise import noise_markdown, noise_report
 from spectral_diffusion.taguchi.report import analysis_markdown, plot_interaction, plot_main_effects
 from spectral_diffusion.taguchi.results import TaguchiResult
-from spectral_diffusion.taguchi.signal_to_noise import MIN_REPLICATES, signal_to_noise
+from spectral_diffusion.taguchi.signal_to_noise import MIN_REPLICATES, SN_TYPES, signal_to_noise
 
 SPEC_FILE = "taguchi.json"
 DESIGN_FILE = "design.csv"
@@ -35,6 +35,13 @@ ANOVA_FILE = "anova.csv"
 MAIN_EFFECTS_FILE = "main_effects.png"
 TENSORBOARD_DIR = "tensorboard"
 METRICS_FILE = "metrics.json"
+
+# sn=auto: smaller_is_better or larger_is_better, whichever way the response improves (for the objective: the
+# objective_direction each job's metrics.json records), decided once the jobs have run.
+AUTO_SN = "auto"
+SWEEP_SN_TYPES = (AUTO_SN, *SN_TYPES)
+SN_OF_DIRECTION = {"minimize": "smaller_is_better", "maximize": "larger_is_better"}
+OBJECTIVE = "objective"
 
 # A job's outcome: ok, the task raised (failed), metrics.json lacks the response, or it is NaN/inf.
 JOB_STATUSES = ("ok", "failed", "missing_response", "non_finite")
@@ -128,6 +135,54 @@ def read_response(output_dir: str | Path, response: str) -> tuple[str, float | N
     if not math.isfinite(value):
         return "non_finite", None, f"{METRICS_FILE}[{response!r}] is {value}"
     return "ok", value, ""
+
+
+def _metric_direction(key: str) -> str | None:
+    from spectral_diffusion.evaluation.names import metric_direction  # imported late: it loads torch
+
+    return metric_direction(key)
+
+
+def _objective_direction(output_dir: str | Path) -> tuple[str, str | None] | None:
+    """(objective_name, direction) of one job's metrics.json; None when it has none."""
+    path = Path(output_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    name = metrics.get("objective_name")
+    if name is None:
+        return None
+    # runs written before objective_direction existed: the direction of the metric the objective names
+    return name, metrics["objective_direction"] if "objective_direction" in metrics else _metric_direction(name)
+
+
+def resolve_sn(spec: SweepSpec, results: Sequence[JobResult], sweep_dir: str | Path) -> SweepSpec:
+    """``spec`` with ``sn=auto`` replaced by smaller_is_better or larger_is_better: the direction of the response
+    key (``spec.response=objective``: of the metric each finished job optimised, read from its metrics.json) and
+    the reason under ``settings["sn_auto"]``. A DesignError when the response has no direction (a ratio, a count)
+    or the jobs' objectives disagree; any other ``sn`` is returned unchanged."""
+    if spec.sn != AUTO_SN:
+        return spec
+    fix = (f"name the S/N: sd-taguchi analyze {sweep_dir} sn=<one of {list(SN_TYPES)}> (or "
+           f"hydra.sweeper.sn=... for a new sweep)")
+    if spec.response != OBJECTIVE:
+        names = {spec.response: _metric_direction(spec.response)}
+    else:
+        found = [_objective_direction(job_folder(sweep_dir, r.output_dir)) for r in results if r.status == "ok"]
+        names = dict(item for item in found if item is not None)
+    directions = set(names.values())
+    if not names:
+        sn, reason = "smaller_is_better", "no finished job recorded its objective; smaller_is_better assumed"
+    elif len(directions) == 1 and next(iter(directions)) in SN_OF_DIRECTION:
+        direction = next(iter(directions))
+        sn = SN_OF_DIRECTION[direction]
+        reason = f"sn=auto: {' / '.join(names)} is {'larger' if direction == 'maximize' else 'smaller'}-is-better"
+    else:
+        described = ", ".join(f"{name} ({direction or 'no direction'})" for name, direction in names.items())
+        raise DesignError(f"sn=auto: the response {spec.response!r} has no single direction to optimise "
+                          f"({described}); {fix}")
+    return SweepSpec(spec.design, spec.response, sn, spec.on_failure, spec.overrides,
+                     {**spec.settings, "sn_auto": reason})
 
 
 def read_interval(output_dir: str | Path, response: str) -> tuple[float, float] | None:
@@ -404,7 +459,8 @@ def sweep_markdown(spec: SweepSpec, results: Sequence[JobResult]) -> str:
     """How the sweep was run: response key, factors as overrides, and every failed job."""
     lines = [
         "## Sweep\n",
-        f"Response: `{spec.response}` from each job's {METRICS_FILE}; S/N {spec.sn}; "
+        f"Response: `{spec.response}` from each job's {METRICS_FILE}; S/N {spec.sn}"
+        f"{' (' + spec.settings['sn_auto'] + ')' if 'sn_auto' in spec.settings else ''}; "
         f"on_failure={spec.on_failure}. {len(results)} of {spec.design.n_jobs} jobs ran.\n",
     ]
     failed = [r for r in results if r.status != "ok"]
@@ -430,10 +486,13 @@ def write_analysis(
     confirmation_settings: Mapping[str, Any] | None = None,
     confirmation_results: Sequence[JobResult] = (),
     tensorboard: bool = True,
+    sweep_dir: str | Path | None = None,
 ) -> tuple[TaguchiResult, list[Path]]:
     """Analyse and write ``analysis.md``, the response-table and ANOVA CSVs, ``main_effects.png``,
-    one interaction plot per assigned interaction and (optionally) the same in TensorBoard."""
+    one interaction plot per assigned interaction and (optionally) the same in TensorBoard. ``sn=auto`` is
+    resolved from the job folders of ``sweep_dir`` (default ``out_dir``)."""
     out_dir = Path(out_dir)
+    spec = resolve_sn(spec, results, out_dir if sweep_dir is None else sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = analyze_sweep(spec, results)
     settings = confirmation_settings or {}
