@@ -97,7 +97,7 @@ def sd_train(name: str, overrides: list[str], run_dir: Path, max_steps: int, max
         command = [sys.executable, "-m", "spectral_diffusion.cli.train", *VARIANTS[name], *overrides,
                    f"hydra.run.dir={run_dir}", f"trainer.max_steps={max_steps}", f"+trainer.max_time={max_time}",
                    f"paths.summary_csv={summary_csv}", "trainer.enable_progress_bar=false",
-                   "~callbacks.sample_grid", "~callbacks.spectral_eval"]
+                   "~callbacks.sample_grid", "~callbacks.spectral_eval", "optimized_metric=fid"]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
