@@ -75,6 +75,21 @@ def test_default_sweep_is_an_l8_of_five_two_level_factors():
     assert conf.response == "objective" and conf.sn == "auto"
 
 
+def test_sn_auto_refuses_a_response_without_a_direction_before_any_job():
+    from hydra_plugins.taguchi_sweeper._impl import TaguchiSweeperImpl
+    from spectral_diffusion.utils.validation import ConfigError
+
+    def check(response, sn="auto"):
+        TaguchiSweeperImpl({}, "auto", [], 1, response, sn, "record", 0, [], None)._check_settings()
+
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.sn=auto cannot tell which way .*'hf_energy_ratio'.*"
+                                          r"smaller_is_better"):
+        check("hf_energy_ratio")
+    check("hf_energy_ratio", "nominal_is_best_mean_var")  # an explicit S/N is the user's call
+    check("recognisable_classifier@500")
+    check("objective")  # its direction is each job's objective_direction, read after the jobs
+
+
 @pytest.mark.parametrize(
     "value, text",
     [("cosine", "cosine"), (True, "true"), (1e-4, "0.0001"), (3, "3"), ("a b", "'a b'"), ("true", "'true'"),

@@ -18,11 +18,12 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from spectral_diffusion.taguchi import Design, DesignError, Factor, choose_array
+from spectral_diffusion.taguchi import SN_TYPES, Design, DesignError, Factor, choose_array
 from spectral_diffusion.taguchi.sweep_folder import (
     CONFIRMATION_FILE,
     DESIGN_FILE,
     MISSING_POLICY_OF,
+    AUTO_SN,
     OBJECTIVE,
     RESULTS_FILE,
     SWEEP_SN_TYPES,
@@ -31,6 +32,7 @@ from spectral_diffusion.taguchi.sweep_folder import (
     read_interval,
     read_response,
     relative_output_dir,
+    response_direction,
     write_analysis,
     write_confirmation_csv,
     write_design_csv,
@@ -134,6 +136,10 @@ class TaguchiSweeperImpl:
             raise ConfigError(f"{PREFIX}.max_batch_size={self.max_batch_size!r} must be null or an integer >= 1")
         if not isinstance(self.response, str) or not self.response:
             raise ConfigError(f"{PREFIX}.response={self.response!r} must name a key of metrics.json, e.g. objective")
+        if self.sn == AUTO_SN and self.response != OBJECTIVE and response_direction(self.response) is None:
+            raise ConfigError(f"{PREFIX}.sn=auto cannot tell which way {PREFIX}.response={self.response!r} improves "
+                              f"(a ratio, a count, or a key without a direction in "
+                              f"spectral_diffusion/evaluation/names.py); set {PREFIX}.sn to one of {list(SN_TYPES)}")
 
     def _seeds(self) -> tuple[int, ...]:
         replicates = self.replicates

@@ -137,7 +137,8 @@ def read_response(output_dir: str | Path, response: str) -> tuple[str, float | N
     return "ok", value, ""
 
 
-def _metric_direction(key: str) -> str | None:
+def response_direction(key: str) -> str | None:
+    """``"minimize"``, ``"maximize"`` or None: the direction of a metrics.json key (evaluation.names)."""
     from spectral_diffusion.evaluation.names import metric_direction  # imported late: it loads torch
 
     return metric_direction(key)
@@ -153,7 +154,7 @@ def _objective_direction(output_dir: str | Path) -> tuple[str, str | None] | Non
     if name is None:
         return None
     # runs written before objective_direction existed: the direction of the metric the objective names
-    return name, metrics["objective_direction"] if "objective_direction" in metrics else _metric_direction(name)
+    return name, metrics["objective_direction"] if "objective_direction" in metrics else response_direction(name)
 
 
 def resolve_sn(spec: SweepSpec, results: Sequence[JobResult], sweep_dir: str | Path) -> SweepSpec:
@@ -166,7 +167,7 @@ def resolve_sn(spec: SweepSpec, results: Sequence[JobResult], sweep_dir: str | P
     fix = (f"name the S/N: sd-taguchi analyze {sweep_dir} sn=<one of {list(SN_TYPES)}> (or "
            f"hydra.sweeper.sn=... for a new sweep)")
     if spec.response != OBJECTIVE:
-        names = {spec.response: _metric_direction(spec.response)}
+        names = {spec.response: response_direction(spec.response)}
     else:
         found = [_objective_direction(job_folder(sweep_dir, r.output_dir)) for r in results if r.status == "ok"]
         names = dict(item for item in found if item is not None)
