@@ -113,7 +113,8 @@ def test_heldout_images_against_themselves(heldout, tmp_path, cache_dir):
     # Identical sets: FID 0 (up to the matrix square root), far under the real-data floor, JS divergence 0.
     assert abs(metrics[f"fid_classifier@{n}"]) < 1e-3 < metrics[f"fid_floor_classifier@{n}"]
     # the default objective, recognisability (larger is better), of the held-out set is the real one
-    assert metrics["objective"] == metrics[f"recognisable_classifier@{n}"] == metrics[f"recognisable_real_classifier@{n}"]
+    recognisable = metrics[f"recognisable_classifier@{n}"]
+    assert metrics["objective"] == recognisable == metrics[f"recognisable_real_classifier@{n}"]
     assert metrics["objective_direction"] == "maximize"
     assert metrics["js_divergence"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["wasserstein"] == pytest.approx(0.0, abs=1e-9)
@@ -423,6 +424,7 @@ def test_sd_train_records_battery_and_report(debug_run):
         assert key in stored, key
     assert stored["objective"] == stored["recognisable_classifier@64"] and stored["sampler_nfe"] == 5
     assert stored["objective_direction"] == "maximize"
+    assert "= {:.6g}** (optimized_metric, larger is better)".format(stored["objective"]) in (run_dir / "report.md").read_text()
     # LPIPS runs only with local backbone weights; otherwise it is skipped with a reason, never silently
     if "lpips_diversity" not in stored:  # the reason names this config's key
         assert "evaluation.battery_options.lpips_weights" in stored["skipped"]["lpips"]

@@ -747,8 +747,8 @@ def test_sn_auto_follows_the_direction_of_the_response(tmp_path):
     assert result.best_levels == explicit.best_levels
     assert result.best_levels != analyze(spec.design, [r.value for r in results], "smaller_is_better").best_levels
     # runs written before objective_direction existed: the direction of the metric they name
-    fid = resolve_sn(spec, _jobs_with_objectives(tmp_path / "fid", spec, [{"objective_name": "fid_classifier@500"}] * n),
-                     tmp_path / "fid")
+    old = _jobs_with_objectives(tmp_path / "fid", spec, [{"objective_name": "fid_classifier@500"}] * n)
+    fid = resolve_sn(spec, old, tmp_path / "fid")
     assert fid.sn == "smaller_is_better"
     # a named response: its own direction, whatever the objective was
     assert resolve_sn(replace(spec, response="precision_classifier@500"), results, tmp_path / "rec").sn == \

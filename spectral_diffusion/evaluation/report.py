@@ -47,7 +47,8 @@ def write_report(path: Path, metrics: Mapping[str, Any], figures: Mapping[str, P
     definition, the skipped ones with reasons, figures, config summary."""
     lines = ["# Evaluation report", ""]
     if "objective" in metrics:
-        goal = {"minimize": ", smaller is better", "maximize": ", larger is better"}.get(metrics.get("objective_direction"), "")
+        goals = {"minimize": ", smaller is better", "maximize": ", larger is better"}
+        goal = goals.get(metrics.get("objective_direction"), "")
         lines += [f"**{metrics['objective_name']} = {_format(metrics['objective'])}** (optimized_metric{goal})", ""]
     lines += ["## Metrics", "", "Intervals: percentile bootstrap over resamples of the generated and real sets "
               "(evaluation.bootstrap, evaluation.level); — where a metric has none.", "",
