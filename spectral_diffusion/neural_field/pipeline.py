@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spectral_diffusion.diffusion.guidance import guidance_scale_of, instantiate_sampler
 from spectral_diffusion.diffusion.samplers import validate_sampler
+from spectral_diffusion.evaluation.names import RECOGNISABLE
 from spectral_diffusion.neural_field.data import FieldDataModule
 from spectral_diffusion.neural_field.evaluation import (
     FIELD_METRICS,
@@ -32,7 +33,7 @@ from spectral_diffusion.neural_field.module import NeuralFieldModule
 from spectral_diffusion.utils.validation import ConfigError, check_choice
 
 # The image metrics sd-train's configs default optimized_metric to; a neural-field run replaces them.
-IMAGE_OBJECTIVES = ("fid", "recognisable")
+IMAGE_OBJECTIVES = ("fid", RECOGNISABLE)
 
 log = logging.getLogger(__name__)
 
